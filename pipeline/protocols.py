@@ -1,0 +1,61 @@
+"""One small Protocol per pipeline role.
+
+Stages are composed in ``pipeline.api.Remover.from_config``; adapters convert library outputs at
+their boundary so tests can substitute fakes. All images are ``H×W×3 uint8`` RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.types import Instance, Matte
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Proposes instances: box, class, score and a full-resolution coarse mask."""
+
+    def detect(self, image: np.ndarray) -> list[Instance]:
+        """Instances sorted by ``det_score`` descending, ids ``0..N-1``."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Refines each instance mask from its box (one image embedding per image)."""
+
+    def segment(self, image: np.ndarray, instances: Sequence[Instance]) -> list[Instance]:
+        """The same instances, in the same order, with refined ``mask`` (and ``soft_mask``)."""
+        ...
+
+
+@runtime_checkable
+class SaliencyModel(Protocol):
+    """One salient-object map per image."""
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``H×W float32`` in [0, 1] at the image's resolution."""
+        ...
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    """Scores instances from their features: higher means more likely a main subject."""
+
+    name: str
+
+    def score(self, instances: Sequence[Instance]) -> np.ndarray:
+        """``(N,) float64`` scores, one per instance, in input order."""
+        ...
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Turns one instance's mask into a soft alpha matte with decontaminated colours."""
+
+    def refine(self, image: np.ndarray, instance: Instance) -> Matte:
+        """A ``Matte`` on a crop around the instance."""
+        ...
