@@ -1,0 +1,194 @@
+"""Command line: ``layercut INPUT... -o OUT`` and the ``weights``, ``eval``, ``serve`` commands.
+
+Exit status: 0 all inputs succeeded, 1 some failed (one line per failure on stderr naming the
+file and the reason), 2 bad usage (unknown option, bad config key, no input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.types import KeepMode
+
+SUBCOMMANDS = ("weights", "eval", "serve")
+
+
+class UsageError(Exception):
+    """Bad usage: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage and exits 2; keep that, one line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="layercut",
+        description="Remove the background and keep what matters: ranked instance layers.",
+        epilog="Other commands: layercut weights {list,fetch NAME} | layercut eval ... | "
+        "layercut serve ...",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument(
+        "--keep",
+        choices=[m.value for m in KeepMode],
+        default=None,
+        help="main: main subjects + what they interact with (default); all: every portable "
+        "instance; interacting: people and the objects they interact with",
+    )
+    parser.add_argument("--layers", action="store_true", help="write OUT/<name>/ ranked layers")
+    parser.add_argument("--debug", action="store_true", help="write OUT/<name>.debug.png")
+    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    parser.add_argument("--format", choices=["png", "webp"], default=None)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of failures")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _remove(args)
+    except UsageError as exc:
+        print(f"layercut: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layercut: interrupted", file=sys.stderr)
+        return 130
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "weights":
+        from pipeline.weights import cli_weights
+
+        return cli_weights(argv, sys.stdout, sys.stderr)
+    if name == "eval":
+        from pipeline.eval.cli import main as eval_main
+
+        return eval_main(argv)
+    from pipeline.serve import main as serve_main
+
+    return serve_main(argv)
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from pipeline.api import Remover
+    from pipeline.config import load_config
+    from pipeline.imageio import ImageError, discover_inputs
+    from pipeline.weights import WeightsError
+
+    files, missing = discover_inputs(args.inputs)
+    if not files and missing:
+        raise UsageError("; ".join(missing))
+    overrides = list(args.overrides)
+    if args.format:
+        overrides.append(f"output.format={args.format}")
+    if args.keep:
+        overrides.append(f"select.keep={args.keep}")
+    try:
+        config = load_config(args.config, overrides, args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out_dir = Path(args.output)
+    failures: list[str] = list(missing)
+    for line in missing:
+        print(line, file=sys.stderr)
+    remover = Remover(config)
+    try:
+        remover.warm_up()
+    except (WeightsError, ValueError, OSError) as exc:
+        print(f"layercut: {exc}", file=sys.stderr)
+        return 1
+
+    start = time.perf_counter()
+    done = 0
+    progress = None
+    if len(files) > 1 and not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True)
+    names = _output_names(files)
+    for file in files:
+        try:
+            _process(remover, file, names[file], out_dir, args, files)
+            done += 1
+        except ImageError as exc:
+            failures.append(_fail(str(exc), progress))
+        except Exception as exc:  # one bad file must never stop the batch
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            failures.append(_fail(f"{file}: {type(exc).__name__}: {reason}", progress))
+            if args.traceback:
+                traceback.print_exc()
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+    seconds = time.perf_counter() - start
+    if not args.quiet:
+        print(f"layercut: done {done}, failed {len(failures)}, {seconds:.1f} s", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _fail(line: str, progress) -> str:
+    if progress is not None:
+        progress.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+    return line
+
+
+def _output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """Output stem per input: the file stem, made unique with ``-2``, ``-3`` … on clashes."""
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for file in files:
+        stem, n = file.stem, 1
+        while (candidate := stem if n == 1 else f"{stem}-{n}") in used:
+            n += 1
+        used.add(candidate)
+        names[file] = candidate
+    return names
+
+
+def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequence[Path]) -> None:
+    from pipeline.imageio import load_image, save_image
+
+    cfg = remover.config
+    loaded = load_image(file, cfg.runtime.max_image_px)
+    layers = remover.run(loaded.rgb, input_alpha=loaded.alpha, source=str(file))
+    fmt = cfg.output.format
+    options = {
+        "fmt": fmt,
+        "png_compress_level": cfg.output.png_compress_level,
+        "webp_quality": cfg.output.webp_quality,
+        "protect": inputs,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_image(out_dir / f"{stem}.{fmt}", layers.composite(), **options)
+    if args.layers:
+        layers.save(out_dir / stem, **options)
+    if args.debug:
+        import numpy as np
+
+        debug = layers.debug_view()
+        rgba = np.dstack([debug, np.full(debug.shape[:2], 255, np.uint8)])
+        save_image(out_dir / f"{stem}.debug.png", rgba, **{**options, "fmt": "png"})

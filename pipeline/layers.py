@@ -1,0 +1,311 @@
+"""The pipeline's result: a stack of ranked layers that can be switched on and off.
+
+``Layers`` keeps the photo, every instance ranked by score, the keep policy's decisions and a
+lazily filled cache of mattes, so a caller can toggle layers, switch the keep mode and
+re-composite without running any network again (only pymatting runs, once per instance, on the
+first composite that needs it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.types import Instance, KeepMode, Matte, Role, check_image
+
+# (instances ranked, keep mode) -> selection with .decisions aligned to the instances
+SelectFn = Callable[[Sequence[Instance], KeepMode], Any]
+RefineFn = Callable[[np.ndarray, Instance], Matte]
+
+
+class Layer:
+    """One ranked instance: its rank (1 = best), role, reason and on/off switch.
+
+    ``matte`` (alpha + decontaminated colour on a crop) is computed on first access.
+    """
+
+    def __init__(self, owner: Layers, rank: int, instance: Instance, role: Role, reason: str):
+        self._owner = owner
+        self.rank = rank
+        self.instance = instance
+        self.role = role
+        self.reason = reason
+        self.enabled = role.kept
+
+    @property
+    def label(self) -> str:
+        return self.instance.label
+
+    @property
+    def score(self) -> float:
+        return float(self.instance.score)
+
+    @property
+    def matte(self) -> Matte:
+        return self._owner._matte(self.instance)
+
+    @property
+    def filename_stem(self) -> str:
+        """``01-person``: the rank with two digits and a file-safe label."""
+        safe = "".join(c if c.isalnum() else "_" for c in self.label) or "object"
+        return f"{self.rank:02d}-{safe}"
+
+    def rgba(self) -> np.ndarray:
+        """This layer alone as an ``H×W×4 uint8`` RGBA image at full resolution."""
+        return self._owner._compose([self])
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return f"Layer(rank={self.rank}, label={self.label!r}, role={self.role.value}, {state})"
+
+
+class Layers:
+    """Ranked layers of one photo.
+
+    Args:
+        image: ``H×W×3 uint8`` RGB photo.
+        instances: instances with ``score`` set, in any order (they are ranked here).
+        keep: the keep mode the decisions were made for.
+        select_fn: re-runs the keep policy for another mode (no networks involved).
+        refine_fn: turns one instance into a ``Matte``.
+        input_alpha: ``H×W float32`` transparency of the input file, multiplied into every output.
+        timings_s: seconds per stage, filled by the pipeline.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        instances: Sequence[Instance],
+        keep: KeepMode,
+        select_fn: SelectFn,
+        refine_fn: RefineFn,
+        input_alpha: np.ndarray | None = None,
+        timings_s: dict[str, float] | None = None,
+        source: str = "",
+    ):
+        self.image = check_image(image)
+        if input_alpha is not None and input_alpha.shape != image.shape[:2]:
+            raise ValueError(f"input_alpha must be {image.shape[:2]}, got {input_alpha.shape}")
+        self.input_alpha = input_alpha
+        self.source = source
+        self.saliency: np.ndarray | None = None  # H×W float32 salient map, when one was computed
+        self.timings_s: dict[str, float] = dict(timings_s or {})
+        self._select_fn = select_fn
+        self._refine_fn = refine_fn
+        self._mattes: dict[int, Matte] = {}
+        ranked = sorted(instances, key=lambda inst: -float(inst.score))
+        self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
+        self.ambiguity = 1.0
+        self.alternatives: tuple[tuple[int, ...], ...] = ()
+        self.keep = KeepMode.parse(keep)
+        self.set_keep(self.keep)
+
+    # -- sequence protocol -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    @property
+    def instances(self) -> list[Instance]:
+        return [layer.instance for layer in self.layers]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+    # -- selection and toggles ---------------------------------------------------------------
+    def _selection(self, keep: KeepMode):
+        selection = self._select_fn(self.instances, keep)
+        if len(selection.decisions) != len(self.layers):
+            raise ValueError(
+                f"keep policy returned {len(selection.decisions)} decisions "
+                f"for {len(self.layers)} instances"
+            )
+        return selection
+
+    def set_keep(self, keep: KeepMode | str) -> None:
+        """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
+        mode = KeepMode.parse(keep)
+        selection = self._selection(mode)
+        for layer, decision in zip(self.layers, selection.decisions, strict=True):
+            layer.role = decision.role
+            layer.reason = decision.reason
+            layer.enabled = decision.role.kept
+        self.keep = mode
+        self.ambiguity = float(selection.ambiguity)
+        self.alternatives = tuple(tuple(int(i) for i in alt) for alt in selection.alternatives)
+
+    def set_enabled(self, rank: int, on: bool = True) -> None:
+        """Switch the layer with this 1-based rank on or off."""
+        if not 1 <= rank <= len(self.layers):
+            raise IndexError(f"no layer with rank {rank} (have 1..{len(self.layers)})")
+        self.layers[rank - 1].enabled = bool(on)
+
+    def kept_layers(self, keep: KeepMode | str | None = None) -> list[Layer]:
+        """Layers that are on; with ``keep`` given, those the policy keeps for that mode."""
+        if keep is None:
+            return [layer for layer in self.layers if layer.enabled]
+        selection = self._selection(KeepMode.parse(keep))
+        return [
+            layer
+            for layer, decision in zip(self.layers, selection.decisions, strict=True)
+            if decision.role.kept
+        ]
+
+    # -- compositing ---------------------------------------------------------------------------
+    def _matte(self, instance: Instance) -> Matte:
+        if instance.id not in self._mattes:
+            start = time.perf_counter()
+            self._mattes[instance.id] = self._refine_fn(self.image, instance)
+            elapsed = time.perf_counter() - start
+            self.timings_s["refine"] = self.timings_s.get("refine", 0.0) + elapsed
+        return self._mattes[instance.id]
+
+    def _alpha_and_colour(self, layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
+        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the layer colours."""
+        h, w = self.hw
+        keep_out = np.ones((h, w), np.float32)  # Π(1 − aᵢ)
+        colour_sum = np.zeros((h, w, 3), np.float32)
+        weight_sum = np.zeros((h, w), np.float32)
+        for layer in layers:
+            matte = layer.matte
+            mh, mw = matte.alpha.shape
+            sl = (slice(matte.y0, matte.y0 + mh), slice(matte.x0, matte.x0 + mw))
+            keep_out[sl] *= 1.0 - matte.alpha
+            colour_sum[sl] += matte.alpha[..., None] * matte.foreground.astype(np.float32)
+            weight_sum[sl] += matte.alpha
+        alpha = 1.0 - keep_out
+        if self.input_alpha is not None:
+            alpha *= self.input_alpha
+        colour = self.image.astype(np.float32)
+        covered = weight_sum > 1e-6
+        colour[covered] = colour_sum[covered] / weight_sum[covered][:, None]
+        return alpha.astype(np.float32), colour
+
+    def _compose(self, layers: Sequence[Layer]) -> np.ndarray:
+        alpha, colour = self._alpha_and_colour(layers)
+        rgba = np.empty((*self.hw, 4), np.uint8)
+        rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+        rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return rgba
+
+    def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
+        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
+        return self._compose(self.kept_layers(keep))
+
+    def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
+        """``H×W float32`` alpha in [0, 1] of the layers that are on (or that ``keep`` keeps)."""
+        return self._alpha_and_colour(self.kept_layers(keep))[0]
+
+    def kept_mask(self, keep: KeepMode | str | None = None) -> np.ndarray:
+        """``H×W bool`` union of the kept instances' masks (before matting)."""
+        mask = np.zeros(self.hw, bool)
+        for layer in self.kept_layers(keep):
+            mask |= layer.instance.mask
+        return mask
+
+    # -- export ------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable manifest: image size, keep mode, ambiguity and every layer."""
+        h, w = self.hw
+        return {
+            "source": self.source,
+            "width": w,
+            "height": h,
+            "keep": self.keep.value,
+            "ambiguity": round(self.ambiguity, 4),
+            "alternatives": [list(alt) for alt in self.alternatives],
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "layers": [_layer_json(layer, h * w) for layer in self.layers],
+        }
+
+    def debug_view(self) -> np.ndarray:
+        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role + the alpha."""
+        from pipeline.viz import DebugItem, debug_view
+
+        items = [
+            DebugItem(
+                rank=layer.rank,
+                label=layer.label,
+                role=layer.role.value,
+                score=layer.score,
+                mask=layer.instance.mask,
+                xyxy=layer.instance.xyxy,
+                top_features=_strongest_features(layer.instance),
+                reason=layer.reason,
+            )
+            for layer in self.layers
+        ]
+        return debug_view(self.image, items, self.alpha())
+
+    def save(
+        self,
+        out_dir: str | Path,
+        fmt: str = "png",
+        png_compress_level: int = 1,
+        webp_quality: int = 90,
+        protect: Sequence[Path] = (),
+    ) -> list[Path]:
+        """Write one RGBA file per layer (``01-person.png`` …), ``composite.<fmt>`` and
+        ``layers.json`` into ``out_dir``; returns the paths written."""
+        from pipeline.imageio import save_image
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        options = {
+            "fmt": fmt,
+            "png_compress_level": png_compress_level,
+            "webp_quality": webp_quality,
+            "protect": protect,
+        }
+        written = []
+        for layer in self.layers:
+            written.append(save_image(out / f"{layer.filename_stem}.{fmt}", layer.rgba(), **options))
+        written.append(save_image(out / f"composite.{fmt}", self.composite(), **options))
+        manifest = self.to_json()
+        for entry, layer in zip(manifest["layers"], self.layers, strict=True):
+            entry["file"] = f"{layer.filename_stem}.{fmt}"
+        manifest["composite"] = f"composite.{fmt}"
+        json_path = out / "layers.json"
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        tmp.replace(json_path)
+        written.append(json_path)
+        return written
+
+
+def _strongest_features(instance: Instance, count: int = 2) -> tuple[tuple[str, float], ...]:
+    """The ``count`` features with the largest absolute value (what the debug view prints)."""
+    items = sorted(instance.features.items(), key=lambda kv: -abs(float(kv[1])))
+    return tuple((name, float(value)) for name, value in items[:count])
+
+
+def _layer_json(layer: Layer, image_px: int) -> dict[str, Any]:
+    inst = layer.instance
+    area = inst.area_px
+    return {
+        "rank": layer.rank,
+        "id": inst.id,
+        "label": inst.label,
+        "class_id": inst.class_id,
+        "score": round(float(inst.score), 6),
+        "det_score": round(float(inst.det_score), 6),
+        "role": layer.role.value,
+        "reason": layer.reason,
+        "enabled": layer.enabled,
+        "source": inst.source,
+        "box_xyxy": [round(float(v), 2) for v in inst.xyxy],
+        "area_px": area,
+        "area_frac": round(area / max(image_px, 1), 6),
+        "features": {k: round(float(v), 6) for k, v in sorted(inst.features.items())},
+    }
