@@ -1,0 +1,198 @@
+"""Detect stage: Ultralytics YOLO instance segmentation proposes instances.
+
+``YoloDetector`` accepts any Ultralytics ``-seg`` checkpoint (``.pt``) and ONNX exports of one
+(e.g. the int8 ``yolov8n-seg_int8.onnx``, whose input is fixed at 320×320). It turns Ultralytics'
+``Results`` into :class:`pipeline.types.Instance` objects at this boundary: RGB in, BGR only for
+Ultralytics, masks ``H×W bool`` at full image resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import DetectConfig
+from pipeline.types import Instance, check_image
+from pipeline.ultra import import_ultralytics, resolve_torch_device, restore_threads
+
+LOG = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".pt", ".onnx")
+
+
+def check_detect_config(config: DetectConfig) -> DetectConfig:
+    """Return ``config`` if its values are usable, else raise ``ValueError`` naming the key."""
+    if not 0.0 <= config.conf <= 1.0:
+        raise ValueError(f"detect.conf must be in [0, 1], got {config.conf}")
+    if not 0.0 < config.iou <= 1.0:
+        raise ValueError(f"detect.iou must be in (0, 1], got {config.iou}")
+    if config.imgsz < 32:
+        raise ValueError(f"detect.imgsz must be at least 32 pixels, got {config.imgsz}")
+    if config.max_det < 1:
+        raise ValueError(f"detect.max_det must be at least 1, got {config.max_det}")
+    if not 0.0 <= config.min_area_frac < 1.0:
+        raise ValueError(f"detect.min_area_frac must be in [0, 1), got {config.min_area_frac}")
+    return config
+
+
+def onnx_task_and_side(path: Path) -> tuple[str | None, int | None]:
+    """``(task, fixed input side in pixels)`` of an ONNX export; either may be ``None``.
+
+    ``task`` comes from the metadata Ultralytics writes on export; without metadata a model with
+    two or more outputs (boxes + mask prototypes) is taken as ``segment``. The side is ``None``
+    when the input shape is dynamic or not square.
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types; re-raised with the file named
+        raise ValueError(f"cannot load ONNX detector {path}: {exc}") from exc
+    task = session.get_modelmeta().custom_metadata_map.get("task")
+    if task is None:
+        task = "segment" if len(session.get_outputs()) >= 2 else "detect"
+    shape = session.get_inputs()[0].shape  # [batch, channels, height, width]
+    side = None
+    if len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
+        side = int(shape[2])
+    return task, side
+
+
+class YoloDetector:
+    """Ultralytics YOLO-seg proposals as ``Instance`` objects (implements ``Detector``).
+
+    Args:
+        weights_path: a ``.pt`` Ultralytics ``-seg`` checkpoint or an ONNX export of one.
+        config: thresholds and sizes (``conf``, ``iou``, ``imgsz``, ``max_det``,
+            ``min_area_frac``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch CPU threads to restore after each predict (0 = all cores).
+
+    Raises:
+        FileNotFoundError: the file does not exist (checked first: Ultralytics would otherwise
+            try to download a file of that name).
+        ValueError: the file is not a segmentation model, has an unsupported suffix, or cannot
+            be loaded; the message names the file.
+    """
+
+    def __init__(
+        self, weights_path: Path, config: DetectConfig, device: str = "cpu", threads: int = 0
+    ) -> None:
+        path = Path(weights_path)
+        self.config = check_detect_config(config)
+        self.device = resolve_torch_device(device)
+        self.threads = threads
+        restore_threads(threads)  # validates threads before the slow part
+        if not path.is_file():
+            raise FileNotFoundError(f"detector weights not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix not in SUPPORTED_SUFFIXES:
+            raise ValueError(
+                f"detector weights {path} must be a .pt checkpoint or an .onnx export, "
+                f"got suffix {suffix!r}"
+            )
+        self.imgsz = config.imgsz
+        ultralytics = import_ultralytics()
+        if suffix == ".onnx":
+            task, side = onnx_task_and_side(path)
+            if task != "segment":
+                raise ValueError(
+                    f"{path} is a {task!r} model, not an instance segmentation (-seg) model"
+                )
+            if side is not None and side != config.imgsz:
+                # A static ONNX graph runs at exactly one size; any other imgsz fails inside
+                # onnxruntime with a shape error, so use the graph's and say so.
+                LOG.warning(
+                    "%s has a fixed %d×%d input; using imgsz=%d instead of detect.imgsz=%d",
+                    path.name,
+                    side,
+                    side,
+                    side,
+                    config.imgsz,
+                )
+                self.imgsz = side
+            self.model = ultralytics.YOLO(str(path), task="segment")
+        else:
+            try:
+                # Ultralytics' own loader: it knows its checkpoint layout and, with
+                # ULTRALYTICS_SAFE_LOAD set by pipeline.ultra, unpickles with weights_only.
+                self.model = ultralytics.YOLO(str(path))
+            except Exception as exc:  # re-raised with the file named, cause chained
+                raise ValueError(f"cannot load detector checkpoint {path}: {exc}") from exc
+            if self.model.task != "segment":
+                raise ValueError(
+                    f"{path} is a {self.model.task!r} model, not an instance segmentation "
+                    "(-seg) model"
+                )
+        restore_threads(threads)
+        self.path = path
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Class index → class name of the loaded model."""
+        return dict(self.model.names)
+
+    def detect(self, image: np.ndarray) -> list[Instance]:
+        """Instances found in ``image`` (``H×W×3 uint8`` RGB).
+
+        Returns:
+            Instances sorted by ``det_score`` descending with ids ``0..N-1``: ``xyxy`` ``(4,)
+            float32`` in original pixels, ``mask`` ``H×W bool`` at full resolution, ``label``
+            from the model's names. Instances with ``det_score < conf`` or mask area below
+            ``min_area_frac`` of the image are dropped; at most ``max_det`` are returned.
+        """
+        check_image(image)
+        height, width = image.shape[:2]
+        bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics reads numpy arrays as BGR
+        try:
+            results = self.model.predict(
+                bgr,
+                conf=self.config.conf,
+                iou=self.config.iou,
+                imgsz=self.imgsz,
+                max_det=self.config.max_det,
+                retina_masks=True,  # masks computed at the original resolution
+                device=self.device,
+                verbose=False,
+                save=False,
+            )
+        finally:
+            restore_threads(self.threads)
+        result = results[0]
+        if result.masks is None or len(result.boxes) == 0:
+            return []
+        masks = result.masks.data
+        if tuple(masks.shape[1:]) != (height, width):
+            raise RuntimeError(
+                f"Ultralytics returned masks of shape {tuple(masks.shape[1:])} for an image of "
+                f"{(height, width)}; expected full-resolution masks (retina_masks=True)"
+            )
+        boxes = result.boxes.xyxy.cpu().numpy().astype(np.float32)
+        scores = result.boxes.conf.cpu().numpy().astype(np.float64)
+        classes = result.boxes.cls.cpu().numpy().astype(np.int64)
+        areas_px = (masks > 0.5).sum(dim=(1, 2)).cpu().numpy()
+        names = result.names
+        min_area_px = self.config.min_area_frac * height * width
+
+        instances: list[Instance] = []
+        for index in np.argsort(-scores, kind="stable"):
+            if len(instances) == self.config.max_det:
+                break
+            if scores[index] < self.config.conf or areas_px[index] < min_area_px:
+                continue
+            if areas_px[index] == 0:
+                continue  # an empty mask is no instance, even with min_area_frac = 0
+            class_id = int(classes[index])
+            instances.append(
+                Instance(
+                    id=len(instances),
+                    xyxy=boxes[index],
+                    label=str(names.get(class_id, class_id)),
+                    class_id=class_id,
+                    det_score=float(scores[index]),
+                    mask=(masks[index] > 0.5).cpu().numpy(),
+                )
+            )
+        return instances

@@ -1,0 +1,135 @@
+"""The one place that imports Ultralytics, made side-effect free for layercut users.
+
+Left alone, importing and running Ultralytics:
+
+- pip-installs missing packages at run time (it tried ``onnx`` on this machine);
+- probes the network (DNS) at import and downloads any checkpoint name it does not find locally;
+- writes ``settings.json`` into ``~/.config/Ultralytics`` and points ``runs_dir``/``weights_dir``
+  next to the current git root or working directory;
+- sets ``OMP_NUM_THREADS=1`` in the process environment and ``torch.set_num_threads`` to
+  ``cpu_count - 1`` (1 on a 2-core machine) whenever a predictor picks its device.
+
+``import_ultralytics()`` sets environment defaults before the first import (a value the user
+already set wins), keeps Ultralytics' settings in the layercut cache, and undoes the
+``OMP_NUM_THREADS`` change. ``restore_threads(n)`` puts torch back to the configured thread count;
+adapters call it after every Ultralytics predict call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+_LOCK = threading.Lock()
+_MODULE: ModuleType | None = None
+
+# Read by Ultralytics once, at import time (ultralytics/utils/__init__.py in 8.4.x).
+_ENV_DEFAULTS = {
+    "YOLO_AUTOINSTALL": "false",  # never pip-install at run time
+    "YOLO_OFFLINE": "1",  # no DNS probe at import; is_online() is False, so no downloads either
+    "YOLO_VERBOSE": "false",  # no per-call console output; layercut reports on its own
+    # Opt in to Ultralytics' weights_only loading with its allow-list of model classes:
+    # a .pt checkpoint is then loaded without executing arbitrary pickled code.
+    "ULTRALYTICS_SAFE_LOAD": "1",
+}
+
+
+def layercut_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/layercut``, else ``~/.cache/layercut`` (not created here)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "layercut"
+
+
+def ultralytics_config_dir() -> Path:
+    """Where Ultralytics keeps ``settings.json`` for layercut: ``<cache>/ultralytics``."""
+    return layercut_cache_dir() / "ultralytics"
+
+
+def import_ultralytics() -> ModuleType:
+    """Import and return the ``ultralytics`` module once, configured not to touch the user's system.
+
+    Safe to call many times and from several threads; only the first call does work.
+    """
+    global _MODULE
+    with _LOCK:
+        if _MODULE is not None:
+            return _MODULE
+        for name, value in _ENV_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        own_settings = "YOLO_CONFIG_DIR" not in os.environ
+        if own_settings:
+            os.environ["YOLO_CONFIG_DIR"] = str(ultralytics_config_dir())
+        omp_before = os.environ.get("OMP_NUM_THREADS")
+        already_imported = "ultralytics" in sys.modules
+
+        import ultralytics
+        from ultralytics.utils import SETTINGS, checks
+
+        if omp_before is None:
+            # Ultralytics sets OMP_NUM_THREADS=1 "for training"; left in the environment it would
+            # throttle OpenMP libraries loaded later (numba via pymatting) and child processes.
+            os.environ.pop("OMP_NUM_THREADS", None)
+        if already_imported and _env_false("YOLO_AUTOINSTALL"):
+            # Imported by someone else before our defaults existed: the module constant was read
+            # then, so switch run-time pip installs off where the check reads it.
+            checks.AUTOINSTALL = False
+        if own_settings:
+            _keep_settings_in_cache(SETTINGS)
+        _MODULE = ultralytics
+        return ultralytics
+
+
+def _env_false(name: str) -> bool:
+    value = os.environ.get(name, "")
+    return value.strip().lower() not in {"1", "true", "yes", "on", "y", "t"}
+
+
+def _keep_settings_in_cache(settings) -> None:
+    """Point Ultralytics' output folders into the layercut cache and switch off telemetry.
+
+    The defaults are ``<git root or cwd>/runs`` etc.; predict never saves (``save=False``) but a
+    stray ``save=True`` must not litter the user's project. Written only when a value differs, so
+    the settings file is not rewritten on every import.
+    """
+    root = ultralytics_config_dir()
+    wanted = {
+        "runs_dir": str(root / "runs"),
+        "weights_dir": str(root / "weights"),
+        "datasets_dir": str(root / "datasets"),
+        "sync": False,
+    }
+    changed = {key: value for key, value in wanted.items() if settings.get(key) != value}
+    if changed:
+        settings.update(changed)
+
+
+def restore_threads(threads: int) -> int:
+    """Set torch's CPU thread count to ``threads`` (0 = ``os.cpu_count()``) and return it.
+
+    Ultralytics' predictors call ``torch.set_num_threads(cpu_count - 1)`` when they pick a device,
+    which halves SAM and matting speed on a 2-core machine; call this after every predict.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = all cores), got {threads!r}")
+    import torch
+
+    count = threads or os.cpu_count() or 1
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
+def resolve_torch_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` pass.
+
+    Anything else raises ``ValueError`` (an unknown string would otherwise reach Ultralytics,
+    which reinterprets it, e.g. as a list of GPU indices).
+    """
+    from pipeline.config import resolve_device
+
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return device
+    return resolve_device(device)

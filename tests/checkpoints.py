@@ -1,0 +1,64 @@
+"""Test helpers: random-weight checkpoints built on demand, and the shared real data folder.
+
+Usage in a test module::
+
+    from tests.checkpoints import RandomCheckpoints, shared_root
+
+    @pytest.fixture(scope="session")
+    def checkpoints(tmp_path_factory):
+        store = RandomCheckpoints(tmp_path_factory.mktemp("random_weights"))
+        yield store
+        store.cleanup()  # SAM ViT-B alone is 375 MB
+
+    def test_x(checkpoints):
+        weights = checkpoints.path("yolo11n-seg")          # built once, then reused
+        manifest = checkpoints.manifest(["yolo11n-seg"])   # for LAYERCUT_MANIFEST
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.testing import MANIFEST_NAME, build_random, write_manifest
+
+
+def shared_root() -> Path:
+    """``$LAYERCUT_SHARED``, else ``../shared`` next to the repository (may not exist)."""
+    env = os.environ.get("LAYERCUT_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_weights_dir() -> Path:
+    """The real pretrained weights: ``<shared>/weights`` (may not exist)."""
+    return shared_root() / "weights"
+
+
+class RandomCheckpoints:
+    """Random-weight checkpoints of the real architectures, each built once into ``root``.
+
+    Names are those of :data:`pipeline.testing.RANDOM_MODELS` (``yolo11n-seg``, ``yolo11n``,
+    ``mobile_sam``, ``sam_vit_b`` …). Building takes well under a second (YOLO, MobileSAM) to
+    about 3 s (SAM ViT-B).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._paths: dict[str, Path] = {}
+
+    def path(self, name: str) -> Path:
+        """The checkpoint file for ``name``, building it on first use."""
+        if name not in self._paths:
+            self._paths[name] = build_random(name, self.root)
+        return self._paths[name]
+
+    def manifest(self, names: Iterable[str]) -> Path:
+        """A ``models/weights.json``-style manifest for ``names`` (``file://`` URLs, sha256)."""
+        return write_manifest({name: self.path(name) for name in names}, self.root / MANIFEST_NAME)
+
+    def cleanup(self) -> None:
+        """Delete every file built here (pytest keeps old tmp folders around)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._paths.clear()
