@@ -1,0 +1,357 @@
+"""The FastAPI application: ``POST /v1/remove``, ``GET /v1/models``, ``GET /healthz``, the page
+at ``/`` and the generated OpenAPI docs at ``/docs``.
+
+Models are loaded before the app is built (one model set per worker thread) and shared by all
+requests. Each request is admitted through a bounded gate (503 + ``Retry-After`` when full),
+its body is read with a byte cap, and decoding, inference and encoding run in a bounded thread
+pool, never on the event loop. No endpoint takes a path from the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import enum
+import json
+import logging
+import queue
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.serve.decode import decode_upload
+from pipeline.serve.encode import MEDIA_TYPES, encode_image, layers_document, layers_zip
+from pipeline.serve.errors import ApiError
+from pipeline.serve.limits import AdmissionGate, ServeLimits
+from pipeline.types import KeepMode
+
+log = logging.getLogger("layercut.serve")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# room for the multipart boundary and part headers around the file itself
+MULTIPART_ENVELOPE_BYTES = 64 * 1024
+
+REMOVE_DESCRIPTION = """
+Remove the background of one image.
+
+**Input**: the image as a multipart field `file` (`multipart/form-data`) or as the raw request
+body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
+
+**Output** by query:
+- default: the composite of the kept subjects, RGBA `image/png` (`format=webp`: `image/webp`);
+- `debug=true` without `layers`: the debug view instead (every instance outlined, numbered and
+  coloured by role), `image/png`;
+- `layers=true`: `application/zip` with one full-size RGBA file per ranked layer
+  (`01-person.png` …), `composite.<format>`, `layers.json` (each layer's rank, id, label, score,
+  role, reason, box, features and `file`) and, with `debug=true`, `debug.png`;
+- `format=json`: `application/json` — the `layers.json` document where each layer also carries
+  `png` (base64 RGBA PNG **cropped** to the layer's matte) placed at `x0`, `y0` (size
+  `crop_width` × `crop_height`), plus `modes` (roles, reasons and on/off switches under every
+  keep mode, so a client can switch modes without another request), `ambiguous`, and with
+  `debug=true` a base64 `debug_png`. The web page at `/` uses this form and composes the enabled
+  layers itself: alpha = 1 − Π(1 − aᵢ), colour = alpha-weighted mean of the layer colours.
+
+Response headers: `X-Layercut-Keep`, `X-Layercut-Ambiguity`, `X-Layercut-Layers`,
+`X-Layercut-Seconds`.
+
+**Errors** are JSON `{"error": "...", "detail": "..."}`: 400 unreadable/truncated image or
+missing `file`, 413 upload or pixel count over the limit, 415 not an image, 422 bad query value,
+503 queue full (with `Retry-After`), 504 past the per-request timeout, 500 a pipeline failure.
+"""
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    "required": ["error", "detail"],
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_REMOVE_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+_REMOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The composite, the ZIP of layers or the JSON document",
+        "content": {
+            "image/png": _BINARY,
+            "image/webp": _BINARY,
+            "application/zip": _BINARY,
+            "application/json": {"schema": {"type": "object"}},
+        },
+    },
+    **{
+        code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for code, text in (
+            (400, "Unreadable image or missing file"),
+            (413, "Upload or pixel count over the limit"),
+            (415, "Not an image"),
+            (422, "Bad query parameter"),
+            (503, "Queue full; see Retry-After"),
+            (504, "Timed out"),
+        )
+    },
+}
+
+
+class OutputFormat(str, enum.Enum):
+    png = "png"
+    webp = "webp"
+    json = "json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One request's work, run on a worker thread."""
+
+    data: bytes
+    keep: KeepMode | None
+    fmt: str
+    layers: bool
+    debug: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+class ServeState:
+    """Worker pool, admission gate and the model sets the workers share (one per thread)."""
+
+    def __init__(self, removers: Sequence[Any], limits: ServeLimits, tmp_dir: str | None):
+        if len(removers) != limits.workers:
+            raise ValueError(
+                f"need one remover per worker: got {len(removers)} for {limits.workers} workers"
+            )
+        self.limits = limits
+        self.tmp_dir = tmp_dir
+        self.config = removers[0].config
+        self.gate = AdmissionGate(limits.capacity)
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=limits.workers, thread_name_prefix="layercut-worker"
+        )
+        self._removers: queue.SimpleQueue = queue.SimpleQueue()
+        for remover in removers:
+            self._removers.put(remover)
+
+    def process(self, job: Job) -> Result:
+        """Decode, run and encode (on a worker thread). Raises ``ApiError`` for bad input."""
+        start = time.perf_counter()
+        loaded = decode_upload(job.data, self.limits.max_image_px, self.tmp_dir)
+        remover = self._removers.get()  # never waits: one remover per worker thread
+        try:
+            layers = remover.run(loaded.rgb, keep=job.keep, input_alpha=loaded.alpha)
+        finally:
+            self._removers.put(remover)
+        out = self.config.output
+        options = {"png_compress_level": out.png_compress_level, "webp_quality": out.webp_quality}
+        if job.fmt == "json":
+            doc = layers_document(layers, job.debug, out.png_compress_level)
+            body, media_type = json.dumps(doc).encode("utf-8"), "application/json"
+        elif job.layers:
+            body, media_type = layers_zip(layers, job.fmt, job.debug, **options), MEDIA_TYPES["zip"]
+        elif job.debug:
+            body, media_type = encode_image(layers.debug_view(), "png"), MEDIA_TYPES["png"]
+        else:
+            body = encode_image(layers.composite(), job.fmt, **options)
+            media_type = MEDIA_TYPES[job.fmt]
+        headers = {
+            "X-Layercut-Keep": layers.keep.value,
+            "X-Layercut-Ambiguity": f"{layers.ambiguity:.4f}",
+            "X-Layercut-Layers": str(len(layers)),
+            "X-Layercut-Seconds": f"{time.perf_counter() - start:.3f}",
+        }
+        return Result(body, media_type, headers)
+
+
+async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
+    """The image bytes of a multipart ``file`` field or of the raw body, at most
+    ``max_upload_bytes`` (413 as soon as more arrive, before buffering them)."""
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    cap = max_upload_bytes + (MULTIPART_ENVELOPE_BYTES if multipart else 0)
+    limit = f"the upload exceeds this server's limit of {max_upload_bytes} bytes"
+    too_big = ApiError(413, "upload too large", limit)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise too_big
+    if not multipart:
+        return bytes(body)
+
+    async def replay() -> dict[str, Any]:  # the body is already in memory: parse it from there
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(
+                400,
+                "missing file",
+                "send the image as the multipart field 'file' or as the raw request body",
+            )
+        data = await upload.read()
+    finally:
+        await form.close()
+    if len(data) > max_upload_bytes:
+        raise too_big
+    return data
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def create_app(
+    removers: Sequence[Any], limits: ServeLimits | None = None, tmp_dir: str | None = None
+) -> FastAPI:
+    """Build the app around ready ``Remover``-like objects (``.config`` and
+    ``.run(rgb, keep=, input_alpha=) -> Layers``), one per worker thread.
+
+    ``tmp_dir``: where uploads are written while they are decoded (the system default if None).
+    """
+    limits = limits or ServeLimits(workers=len(removers))
+    state = ServeState(removers, limits, tmp_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="layercut",
+        summary="Background removal that keeps the main subjects, as ranked RGBA layers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.serve = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "bad request")
+        return _error_response(ApiError(exc.status_code, phrase, str(exc.detail), exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for item in exc.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()))
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        return _error_response(ApiError(422, "invalid parameter", "; ".join(parts)))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        first_line = (str(exc).splitlines() or [""])[0]
+        detail = f"{type(exc).__name__}: {first_line}"
+        return _error_response(ApiError(500, "internal error", detail))
+
+    @app.get("/healthz", summary="Liveness and load")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "admitted": state.gate.in_use, "capacity": state.gate.capacity}
+
+    @app.get("/v1/models", summary="Models, resolved configuration and limits")
+    async def models() -> dict[str, Any]:
+        cfg = state.config
+        return {
+            "detector": cfg.detect.weights,
+            "segmenter": cfg.segment.model,
+            "saliency": cfg.saliency.model,
+            "ranker": cfg.rank.model,
+            "refiner": cfg.refine.method,
+            "device": getattr(removers[0], "device", cfg.runtime.device),
+            "keep_modes": [mode.value for mode in KeepMode],
+            "default_keep": cfg.select.keep,
+            "formats": [fmt.value for fmt in OutputFormat],
+            "limits": dataclasses.asdict(limits),
+            "config": cfg.to_dict(),
+        }
+
+    @app.post(
+        "/v1/remove",
+        summary="Remove the background",
+        description=REMOVE_DESCRIPTION,
+        openapi_extra=_REMOVE_OPENAPI,
+        responses=_REMOVE_RESPONSES,
+        response_class=Response,
+    )
+    async def remove(
+        request: Request,
+        keep: Annotated[KeepMode | None, Query(description="main | all | interacting")] = None,
+        fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat.png,
+        layers: Annotated[bool, Query(description="ZIP of ranked layers + layers.json")] = False,
+        debug: Annotated[bool, Query(description="debug view, or debug.png in ZIP/JSON")] = False,
+    ) -> Response:
+        if not state.gate.try_enter():
+            raise ApiError(
+                503,
+                "server busy",
+                f"{state.gate.capacity} requests are already running or queued; retry later",
+                {"Retry-After": str(limits.retry_after_s)},
+            )
+        deadline = time.monotonic() + limits.timeout_s
+        handed_to_worker = False
+        try:
+            try:
+                data = await asyncio.wait_for(
+                    read_upload(request, limits.max_upload_bytes), limits.timeout_s
+                )
+            except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
+                raise _timeout(limits) from None
+            job = Job(data, keep, fmt.value, layers, debug)
+            future = state.executor.submit(state.process, job)
+            # the slot is freed when the work ends (also when cancelled before it started)
+            future.add_done_callback(lambda _: state.gate.leave())
+            handed_to_worker = True
+            try:
+                remaining = max(deadline - time.monotonic(), 0.001)
+                result = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+            except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
+                raise _timeout(limits) from None
+        finally:
+            if not handed_to_worker:
+                state.gate.leave()
+        return Response(result.body, media_type=result.media_type, headers=result.headers)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    return app
+
+
+def _timeout(limits: ServeLimits) -> ApiError:
+    return ApiError(504, "timeout", f"no result within {limits.timeout_s:g} s; try a smaller image")
