@@ -1,0 +1,243 @@
+"""The keep policy: which ranked instances a cut-out keeps, and why.
+
+``select(instances, mode, config)`` reads ``Instance.features`` (``pipeline.features``) and
+``Instance.score`` (the ranker's) and returns a ``Selection``: one ``Decision`` (role + short
+reason) per instance, an ambiguity value and alternative main selections.
+
+Rules (thresholds from ``SelectConfig``):
+
+1. **Portability gate.** An instance is portable when ``sharpness_rel_max ≥ min_sharpness_rel``,
+   its frame truncation ≤ ``max_truncation_frac`` and ``area_frac ≥ min_area_frac``. Truncation
+   here counts the bottom side at ``BOTTOM_TRUNCATION_WEIGHT``: half-body portraits and people
+   standing on the lower edge are framed that way and still make whole-looking cut-outs.
+2. **Main subjects.** The top-scoring candidate and every candidate scoring at least
+   ``main_rel_score ×`` its score (co-subjects) → ``Role.MAIN``, except objects held by a main
+   person, which take ``Role.INTERACTING`` (rule 3) so the reason names the relation.
+   Candidates are the portable instances (``main``, ``all``) or the portable people
+   (``interacting``). Scores outside [0, 1] are first squashed with the logistic function
+   (monotone, so the order stays) so the ratio test works whatever the ranker's scale.
+3. **Interaction.** A non-person whose strongest partner (``partner_id``) is a kept person and
+   whose ``interaction ≥ min_interaction`` → ``Role.INTERACTING``. It is kept even when it fails
+   the truncation or area gate (a held phone is small, a ridden bike may be cut by the frame:
+   they belong to the subject's cut-out) but not when it fails the sharpness gate (a defocused
+   thing touching the person in the image plane is usually behind them, not in their hands).
+   Kept people are the main ones in ``main`` mode and every kept person otherwise.
+4. **Modes.** ``main``: main subjects + their interacting objects. ``all``: also every other
+   portable instance (``Role.KEPT``). ``interacting``: every portable person (the top ones
+   ``MAIN``, the rest ``KEPT``, whether or not they hold anything) + their interacting objects;
+   no other object.
+5. **Nothing portable** (or no instance): nothing is kept, ambiguity is 1.0 and the
+   alternatives are the top-scoring instances one by one, so a caller can offer them.
+
+Ambiguity: candidates are grouped (a person with the objects they interact with is one group),
+and ``ambiguity = 1 - min(1, margin / CLEAR_MARGIN_REL)`` with ``margin = (s1 - s2) / s1`` the
+relative score margin between the best and second-best group leads: 0 with a single group or a
+runner-up under half the top score, → 1 for two near-identical candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import SelectConfig
+from pipeline.types import Decision, Instance, KeepMode, Role
+
+PERSON_LABEL = "person"
+# weight of the bottom side in the truncation gate (see rule 1)
+BOTTOM_TRUNCATION_WEIGHT = 0.5
+# a runner-up whose score is below (1 - this) × the top's is clearly secondary: ambiguity 0
+CLEAR_MARGIN_REL = 0.5
+# at most this many alternative main selections are offered
+MAX_ALTERNATIVES = 3
+REQUIRED_FEATURES = (
+    "sharpness_rel_max",
+    "truncation",
+    "trunc_bottom",
+    "area_frac",
+    "interaction",
+    "contact",
+    "partner_id",
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The keep policy's result for one image.
+
+    Attributes:
+        decisions: one ``Decision`` per input instance, in input order.
+        ambiguity: in [0, 1]; high when two main candidates are close (see the module doc).
+        alternatives: instance ids of up to ``MAX_ALTERNATIVES`` other main selections, best
+            first, the chosen one excluded; each tuple lists its lead instance first.
+    """
+
+    decisions: tuple[Decision, ...]
+    ambiguity: float
+    alternatives: tuple[tuple[int, ...], ...]
+
+
+def gate_truncation(features) -> float:
+    """Truncation share used by the gate: the bottom side counts ``BOTTOM_TRUNCATION_WEIGHT``."""
+    bottom = features["trunc_bottom"]
+    return max(0.0, features["truncation"] - (1.0 - BOTTOM_TRUNCATION_WEIGHT) * bottom)
+
+
+def portability_failures(inst: Instance, config: SelectConfig) -> dict[str, str]:
+    """Why ``inst`` is not portable: ``{"sharpness" | "truncation" | "area": reason}``, empty if
+    it passes every gate."""
+    f = inst.features
+    failures = {}
+    if f["sharpness_rel_max"] < config.min_sharpness_rel:
+        failures["sharpness"] = (
+            f"blurred (sharpness {f['sharpness_rel_max']:.2f} of the sharpest "
+            f"< {config.min_sharpness_rel:.2f})"
+        )
+    truncation = gate_truncation(f)
+    if truncation > config.max_truncation_frac:
+        failures["truncation"] = f"cut by the frame ({truncation:.0%} of its border)"
+    if f["area_frac"] < config.min_area_frac:
+        failures["area"] = (
+            f"too small ({f['area_frac']:.2%} of the image < {config.min_area_frac:.2%})"
+        )
+    return failures
+
+
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """Scores as they are when all lie in [0, 1], else through the logistic function."""
+    if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+        return 1.0 / (1.0 + np.exp(-scores))
+    return scores
+
+
+def _check(instances: Sequence[Instance]) -> None:
+    for inst in instances:
+        missing = [name for name in REQUIRED_FEATURES if name not in inst.features]
+        if missing:
+            raise ValueError(
+                f"instance {inst.id} lacks features {missing}; "
+                "run pipeline.features.compute_features before select"
+            )
+        if not math.isfinite(float(inst.score)):
+            raise ValueError(f"instance {inst.id} has a non-finite score {inst.score!r}")
+
+
+def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectConfig) -> Selection:
+    """Apply the keep policy (module docstring) to instances carrying features and scores."""
+    mode = KeepMode.parse(mode)
+    _check(instances)
+    n = len(instances)
+    if n == 0:
+        return Selection((), 1.0, ())
+    scores = _probabilities(np.array([float(inst.score) for inst in instances]))
+    order = sorted(range(n), key=lambda k: (-scores[k], k))
+    rank = {k: r + 1 for r, k in enumerate(order)}
+    index_of = {inst.id: k for k, inst in enumerate(instances)}
+    failures = [portability_failures(inst, config) for inst in instances]
+    is_person = [inst.label == PERSON_LABEL for inst in instances]
+
+    def partner_of(k: int) -> int | None:
+        """Index of the person object ``k`` interacts with enough to be kept with, or None."""
+        f = instances[k].features
+        if is_person[k] or "sharpness" in failures[k]:
+            return None
+        partner = index_of.get(int(f["partner_id"]))
+        if partner is None or not is_person[partner]:
+            return None
+        return partner if f["interaction"] >= config.min_interaction else None
+
+    candidates = [k for k in order if not failures[k]]
+    if mode is KeepMode.INTERACTING:
+        candidates = [k for k in candidates if is_person[k]]
+    roles: dict[int, Role] = {}
+    reasons: dict[int, str] = {}
+    if candidates:
+        top = candidates[0]
+        threshold = config.main_rel_score * scores[top]
+        for k in candidates:
+            if k == top or scores[k] >= threshold:
+                roles[k] = Role.MAIN
+                what = "main subject" if k == top else "co-subject"
+                reasons[k] = f"{what} (score {scores[k]:.2f}, rank {rank[k]})"
+        # an object held by a main person is described by that relation, not as a co-subject
+        for k in list(roles):
+            if k != top and partner_of(k) in roles:
+                del roles[k], reasons[k]
+    if mode is KeepMode.INTERACTING:
+        for k in candidates:
+            if k not in roles:
+                roles[k] = Role.KEPT
+                reasons[k] = f"person (score {scores[k]:.2f}, rank {rank[k]})"
+    holders = {k for k, role in roles.items() if is_person[k]}
+    if mode is KeepMode.ALL:
+        holders |= {k for k in candidates if is_person[k]}
+    for k in order:
+        partner = partner_of(k)
+        if k in roles or partner is None or partner not in holders:
+            continue
+        f = instances[k].features
+        roles[k] = Role.INTERACTING
+        reasons[k] = (
+            f"held/ridden by person #{instances[partner].id} "
+            f"(interaction {f['interaction']:.2f}, contact {f['contact']:.1f})"
+        )
+    if mode is KeepMode.ALL:
+        for k in candidates:
+            if k not in roles:
+                roles[k] = Role.KEPT
+                reasons[k] = f"portable (score {scores[k]:.2f}, rank {rank[k]})"
+
+    decisions = []
+    for k in range(n):
+        if k in roles:
+            decisions.append(Decision(roles[k], reasons[k]))
+        elif failures[k]:
+            decisions.append(Decision(Role.DROPPED, "; ".join(failures[k].values())))
+        elif mode is KeepMode.INTERACTING:
+            f = instances[k].features
+            why = f"not a person nor held by a kept one (interaction {f['interaction']:.2f})"
+            decisions.append(Decision(Role.DROPPED, why))
+        else:
+            top_score = scores[candidates[0]]
+            why = (
+                f"secondary (score {scores[k]:.2f} < {config.main_rel_score:.2f} × "
+                f"{top_score:.2f}, rank {rank[k]})"
+            )
+            decisions.append(Decision(Role.DROPPED, why))
+
+    chosen = tuple(k for k in order if roles.get(k) in (Role.MAIN, Role.INTERACTING))
+    ambiguity, alternatives = _alternatives(
+        instances, scores, order, candidates, chosen, partner_of
+    )
+    return Selection(tuple(decisions), ambiguity, alternatives)
+
+
+def _alternatives(instances, scores, order, candidates, chosen, partner_of):
+    """Ambiguity and alternative main selections from candidate groups (module docstring)."""
+    ids = [inst.id for inst in instances]
+    if not candidates:
+        return 1.0, tuple((ids[k],) for k in order[:MAX_ALTERNATIVES])
+    groups: list[tuple[int, ...]] = []
+    assigned: set[int] = set()
+    for lead in candidates:
+        if lead in assigned:
+            continue
+        holder = partner_of(lead)
+        holder = holder if holder in candidates else None
+        people = {lead} if holder is None else {lead, holder}
+        members = people | {k for k in order if partner_of(k) in people}
+        group = tuple(k for k in order if k in members and (k == lead or k not in assigned))
+        group = (lead, *[k for k in group if k != lead])
+        assigned.update(group)
+        groups.append(group)
+    ambiguity = 0.0
+    if len(groups) > 1:
+        s1, s2 = scores[groups[0][0]], scores[groups[1][0]]
+        margin = (s1 - s2) / s1 if s1 > 0 else 0.0
+        ambiguity = 1.0 - min(1.0, margin / CLEAR_MARGIN_REL)
+    chosen_set = set(chosen)
+    alternatives = [g for g in groups if set(g) != chosen_set][:MAX_ALTERNATIVES]
+    return float(ambiguity), tuple(tuple(ids[k] for k in g) for g in alternatives)
