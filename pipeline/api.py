@@ -123,6 +123,19 @@ class Remover:
         for name in ("detector", "segmenter", "saliency", "ranker", "refiner"):
             self._stage(name)
 
+    def _apply_saliency(self, instances: list[Instance], saliency_map: np.ndarray):
+        """Edges from the salient map inside a band around each detector mask, then rescue of
+        large salient regions that no instance covers (a class COCO lacks, a missed object)."""
+        from pipeline.stages.salient_masks import refine_instances, rescue_instances
+
+        cfg = self.config.saliency
+        instances = refine_instances(
+            instances, saliency_map, cfg.band_px, min_mean_saliency=cfg.min_mean_saliency
+        )
+        return rescue_instances(
+            instances, saliency_map, cfg.rescue_min_area_frac, cfg.rescue_max_covered_frac
+        )
+
     # -- running -----------------------------------------------------------------------------
     def __call__(self, image: Any, keep: KeepMode | str | None = None) -> Layers:
         """Remove the background of ``image`` (a path, a PIL image or an ``H×W×3`` array)."""
@@ -173,6 +186,8 @@ class Remover:
         if saliency is not None:
             start = time.perf_counter()
             saliency_map = saliency.predict(image)
+            if proposals is None:  # given proposals (ground truth) are never altered
+                instances = self._apply_saliency(instances, saliency_map)
             timings["saliency"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -181,7 +196,9 @@ class Remover:
 
         start = time.perf_counter()
         scores = self._stage("ranker").score(instances) if instances else np.zeros(0)
-        instances = [inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)]
+        instances = [
+            inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
+        ]
         timings["rank"] = time.perf_counter() - start
 
         select_config = self.config.select

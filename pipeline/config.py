@@ -9,12 +9,13 @@ otherwise. Unknown sections or keys raise ``ValueError`` naming them.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -46,6 +47,12 @@ class SaliencyConfig:
     model: str = "none"  # none | isnet
     weights: str = "isnet-general-use"  # manifest name or local .onnx path
     input_px: int = 1024  # side of the square network input
+    # Edges from the map (pipeline.stages.salient_masks.refine_instances):
+    band_px: int = 0  # half-width of the band where the map decides; 0 = adapt to instance size
+    min_mean_saliency: float = 0.3  # instances with a lower mean map value keep their own mask
+    # Rescue of salient regions no instance covers (salient_masks.rescue_instances):
+    rescue_min_area_frac: float = 0.02  # smallest rescued region, share of the image area
+    rescue_max_covered_frac: float = 0.2  # rescued only if instances cover less of the region
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,9 @@ class Config:
         changes = {}
         for section, values in overrides.items():
             if section not in sections:
-                raise ValueError(f"unknown config section {section!r}; known: {', '.join(sections)}")
+                raise ValueError(
+                    f"unknown config section {section!r}; known: {', '.join(sections)}"
+                )
             if not isinstance(values, Mapping):
                 raise ValueError(f"config section {section!r} must be a table")
             current = getattr(self, section)

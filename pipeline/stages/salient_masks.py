@@ -1,0 +1,310 @@
+"""Instance masks from a salient-object map: edge refinement and rescue of missed regions.
+
+The detector (and ranker) decide *what* is kept; the salient map (``IsnetSaliency``, computed on
+a 1024² input) gives the *edges*, which are far finer than a 320-px detector mask.
+
+Shapes and units:
+- ``saliency``: ``H×W float32`` in [0, 1], the image's resolution; a pixel is salient when its
+  value is ≥ ``threshold`` (0.5, the threshold rembg users effectively apply).
+- masks: ``H×W bool``; ``soft_mask``: ``H×W float32`` in [0, 1]; ``band_px``: pixels.
+- ``min_area_frac``: share of the image area; ``max_covered_frac``: share of a region's area;
+  ``min_mean_saliency``: mean map value in [0, 1].
+
+All work on one instance is done on a crop around its mask (box grown by the band), so the cost
+follows the instance size, not the image size: well under 0.2 s for a few instances on 1 MP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from pipeline.types import Instance, check_alpha, check_mask, mask_to_xyxy
+
+THRESHOLD = 0.5  # salient iff map ≥ this
+MIN_MEAN_SALIENCY = 0.3  # an instance whose mean map value is lower is "not covered by the map"
+BAND_FRAC = 0.1  # adaptive band half-width as a share of sqrt(instance area)
+MIN_BAND_PX = 2
+MAX_BAND_FRAC_OF_SIDE = 0.03  # adaptive band never wider than this share of the longer side
+
+
+def adaptive_band_px(area_px: int, hw: tuple[int, int]) -> int:
+    """Band half-width in pixels for an instance of ``area_px`` mask pixels in an ``hw`` image.
+
+    ``round(BAND_FRAC · sqrt(area_px))``, clipped to ``[MIN_BAND_PX, MAX_BAND_FRAC_OF_SIDE ·
+    max(H, W)]``. Why: a detector mask's edge error grows with the object (its masks come from
+    a coarse prototype grid stretched over the box), so a 100×200 px person gets a 14 px band
+    and a 20×20 px cup 2 px; the cap keeps a huge instance from handing its body to the map.
+    Measured on the 20 DAVIS items (yolov8n-seg int8 masks, oracle choice of the best
+    instance, mean IoU): unrefined 0.778; refined with BAND_FRAC 0.03 → 0.831, 0.05 → 0.840,
+    0.1 → 0.846, 0.2 → 0.851. Past 0.1 the gain is small while a wider band lets more of the
+    map's distractors (a salient crowd) reach the instance, so 0.1.
+    """
+    upper = max(MIN_BAND_PX, int(round(MAX_BAND_FRAC_OF_SIDE * max(hw))))
+    return int(np.clip(round(BAND_FRAC * np.sqrt(max(area_px, 0))), MIN_BAND_PX, upper))
+
+
+def _check_saliency(saliency: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    check_alpha(saliency, hw, "saliency")
+    return saliency
+
+
+def _crop(mask: np.ndarray, margin_px: int) -> tuple[slice, slice]:
+    """Rows and columns of the mask's box grown by ``margin_px`` (clipped to the image)."""
+    x0, y0, x1, y1 = mask_to_xyxy(mask).astype(int)
+    height, width = mask.shape
+    return (
+        slice(max(0, y0 - margin_px), min(height, y1 + margin_px)),
+        slice(max(0, x0 - margin_px), min(width, x1 + margin_px)),
+    )
+
+
+def _core_and_band(mask: np.ndarray, band_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(core, band)`` bool arrays for a mask crop.
+
+    ``core``: mask pixels farther than ``band_px`` from the mask edge (the eroded mask).
+    ``band``: pixels within ``band_px`` of the edge, on either side. OpenCV's distance transform
+    treats the crop border as far away, so the image frame does not erode a truncated object.
+    """
+    inside_px = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside_px = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    core = inside_px > band_px
+    band = (outside_px <= band_px) & ~core
+    return core, band
+
+
+def _refine_crop(
+    mask: np.ndarray,
+    saliency: np.ndarray,
+    blocked: np.ndarray,
+    band_px: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Refined ``(mask, soft_mask)`` on a crop, or None when nothing salient is left."""
+    core, band = _core_and_band(mask, band_px)
+    core &= ~blocked
+    band &= ~blocked
+    salient = saliency >= threshold
+    candidate = core | (band & salient)
+    # Seeds: the eroded core; a thin instance (no core) is seeded by its own salient pixels.
+    seeds = core if core.any() else (mask & salient & ~blocked)
+    if not seeds.any():
+        return None
+    count, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[seeds])] = True
+    keep[0] = False  # label 0 is the background of connectedComponents
+    refined = keep[labels]
+    soft = np.zeros(mask.shape, np.float32)
+    soft[band] = saliency[band]
+    # Salient band pixels not connected to this instance belong to something else.
+    soft[band & salient & ~refined] = 0.0
+    soft[core] = 1.0
+    return refined, soft
+
+
+def refine_with_saliency(
+    instance: Instance,
+    saliency: np.ndarray,
+    band_px: int,
+    *,
+    blocked: np.ndarray | None = None,
+    threshold: float = THRESHOLD,
+    min_mean_saliency: float = MIN_MEAN_SALIENCY,
+) -> Instance:
+    """The instance with its mask edges taken from the salient map.
+
+    Within a band of ``band_px`` pixels on both sides of the detector mask's edge, a pixel is in
+    the mask iff ``saliency ≥ threshold`` and it is connected to the instance's core (the mask
+    eroded by the band); the core is always kept; nothing outside the band is added.
+    ``soft_mask`` (for the trimap and pymatting) is the map inside the band, 1 in the core and 0
+    elsewhere, so ``refined.mask == (soft_mask ≥ threshold)`` up to disconnected salient bits.
+
+    Args:
+        instance: with an ``H×W bool`` mask.
+        saliency: ``H×W float32`` in [0, 1].
+        band_px: band half-width in pixels; ≤ 0 picks ``adaptive_band_px`` for the instance.
+        blocked: optional ``H×W bool``: pixels this instance may not take (other instances'
+            cores and pixels nearer to them; see ``refine_instances``).
+        threshold: map value at or above which a pixel is salient.
+        min_mean_saliency: an instance whose mean map value inside its mask is lower is not
+            covered by the map and is returned unchanged (it stays a layer of its own).
+
+    Returns:
+        A new Instance (same id, box, label, scores) with ``mask`` and ``soft_mask`` replaced,
+        or ``instance`` itself when the map does not cover it or nothing salient remains.
+    """
+    hw = instance.mask.shape
+    _check_saliency(saliency, hw)
+    if blocked is not None:
+        check_mask(blocked, hw, "blocked")
+    area_px = instance.area_px
+    if area_px == 0 or float(saliency[instance.mask].mean()) < min_mean_saliency:
+        return instance
+    band = band_px if band_px > 0 else adaptive_band_px(area_px, hw)
+    rows, cols = _crop(instance.mask, band + 1)
+    crop_blocked = np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool)
+    if blocked is not None:
+        crop_blocked = blocked[rows, cols]
+    result = _refine_crop(
+        instance.mask[rows, cols], saliency[rows, cols], crop_blocked, band, threshold
+    )
+    if result is None:
+        return instance
+    mask = np.zeros(hw, bool)
+    soft = np.zeros(hw, np.float32)
+    mask[rows, cols], soft[rows, cols] = result
+    return instance.replace(mask=mask, soft_mask=soft)
+
+
+def refine_instances(
+    instances: Sequence[Instance],
+    saliency: np.ndarray,
+    band_px: int,
+    *,
+    threshold: float = THRESHOLD,
+    min_mean_saliency: float = MIN_MEAN_SALIENCY,
+) -> list[Instance]:
+    """``refine_with_saliency`` for several instances without one stealing from another.
+
+    One salient region often spans two instances (a rider and the bike). Outside its own
+    detector mask an instance may not take (a) the core of any other instance, nor (b) pixels
+    nearer to another instance's mask than to its own (pixels inside another mask count as
+    nearer to it), so in the region between two masks each takes only its side. Inside its own
+    mask nothing is blocked: where detections overlap (a car also detected as a truck, a guitar
+    inside the player's mask) each keeps what the detector gave it, edges decided by the map.
+    Instances keep their order; uncovered ones are returned as is.
+    """
+    if not instances:
+        return []
+    hw = instances[0].mask.shape
+    _check_saliency(saliency, hw)
+    for instance in instances:
+        check_mask(instance.mask, hw, f"instance {instance.id} mask")
+    bands = [
+        band_px if band_px > 0 else adaptive_band_px(instance.area_px, hw) for instance in instances
+    ]
+    # Who owns each pixel by proximity: label image of masks, then the nearest labelled pixel.
+    # Where masks overlap, the smaller instance is painted last and wins (it is usually the
+    # object held in front of the person).
+    owner_of_mask = np.full(hw, -1, np.int32)
+    order = sorted(range(len(instances)), key=lambda i: -instances[i].area_px)
+    for index in order:
+        owner_of_mask[instances[index].mask] = index
+    owner = _nearest_owner(owner_of_mask)
+    core_count = np.zeros(hw, np.int16)
+    cores = []
+    for instance, band in zip(instances, bands, strict=True):
+        rows, cols = _crop(instance.mask, band + 1)
+        core, _ = _core_and_band(instance.mask[rows, cols], band)
+        core_count[rows, cols] += core
+        cores.append((rows, cols, core))
+    refined = []
+    for index, (instance, band) in enumerate(zip(instances, bands, strict=True)):
+        rows, cols, core = cores[index]
+        mask_crop = instance.mask[rows, cols]
+        others_core = (core_count[rows, cols] - core) > 0
+        owner_crop = owner[rows, cols]
+        nearer_other = (owner_crop >= 0) & (owner_crop != index)
+        blocked = np.zeros(hw, bool)
+        # Only growth beyond the instance's own detector mask is blocked: inside it the map
+        # decides, so two overlapping detections of one object (car + truck) both keep it.
+        blocked[rows, cols] = (others_core | nearer_other) & ~mask_crop
+        refined.append(
+            refine_with_saliency(
+                instance,
+                saliency,
+                band,
+                blocked=blocked,
+                threshold=threshold,
+                min_mean_saliency=min_mean_saliency,
+            )
+        )
+    return refined
+
+
+def _nearest_owner(owner_of_mask: np.ndarray) -> np.ndarray:
+    """``H×W int32``: for each pixel the index painted in ``owner_of_mask`` nearest to it.
+
+    -1 everywhere when nothing is painted.
+    """
+    painted = owner_of_mask >= 0
+    if not painted.any():
+        return owner_of_mask
+    # distanceTransformWithLabels labels every zero pixel (a painted one) with its own id and
+    # every other pixel with the id of the nearest zero pixel.
+    _, labels = cv2.distanceTransformWithLabels(
+        (~painted).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    lookup = np.zeros(int(labels.max()) + 1, np.int32)
+    lookup[labels[painted]] = owner_of_mask[painted]
+    return lookup[labels]
+
+
+def rescue_instances(
+    instances: Sequence[Instance],
+    saliency: np.ndarray,
+    min_area_frac: float,
+    max_covered_frac: float,
+    *,
+    threshold: float = THRESHOLD,
+) -> list[Instance]:
+    """The instances plus one new instance per large salient region no instance covers.
+
+    A region is an 8-connected component of ``saliency ≥ threshold``. It is rescued when its
+    area is at least ``min_area_frac`` of the image and less than ``max_covered_frac`` of it is
+    covered by the union of the instance masks. The new instance's mask is the region minus the
+    pixels existing instances already hold (layers stay disjoint); ``label="object"``,
+    ``class_id=-1``, ``source="saliency"``, ``det_score`` = mean map value in the mask,
+    ``soft_mask`` = the map inside the mask (0 elsewhere). Ids continue after the largest
+    existing id, largest region first.
+
+    Args:
+        instances: existing instances with ``H×W bool`` masks (may be empty).
+        saliency: ``H×W float32`` in [0, 1].
+        min_area_frac: smallest region area as a share of ``H·W``, in (0, 1].
+        max_covered_frac: a region is rescued only if the covered share of its area is below
+            this, in [0, 1].
+
+    Returns:
+        ``list(instances)`` followed by the rescued instances.
+    """
+    hw = saliency.shape
+    _check_saliency(saliency, hw)
+    if not 0.0 < min_area_frac <= 1.0:
+        raise ValueError(f"min_area_frac must be in (0, 1], got {min_area_frac}")
+    if not 0.0 <= max_covered_frac <= 1.0:
+        raise ValueError(f"max_covered_frac must be in [0, 1], got {max_covered_frac}")
+    covered = np.zeros(hw, bool)
+    for instance in instances:
+        covered |= check_mask(instance.mask, hw, f"instance {instance.id} mask")
+    salient = (saliency >= threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(salient, connectivity=8)
+    min_area_px = min_area_frac * hw[0] * hw[1]
+    big = [label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] >= min_area_px]
+    big.sort(key=lambda label: -stats[label, cv2.CC_STAT_AREA])
+    next_id = max((instance.id for instance in instances), default=-1) + 1
+    result = list(instances)
+    for label in big:
+        region = labels == label
+        area_px = int(stats[label, cv2.CC_STAT_AREA])
+        if np.count_nonzero(region & covered) / area_px >= max_covered_frac:
+            continue
+        mask = region & ~covered
+        soft = np.where(mask, saliency, np.float32(0.0)).astype(np.float32)
+        result.append(
+            Instance(
+                id=next_id,
+                xyxy=mask_to_xyxy(mask),
+                label="object",
+                class_id=-1,
+                det_score=float(saliency[mask].mean()),
+                mask=mask,
+                soft_mask=soft,
+                source="saliency",
+            )
+        )
+        next_id += 1
+    return result
