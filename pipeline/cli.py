@@ -62,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``layercut`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2); return, don't exit
+        return int(exc.code or 0)
     try:
         return _remove(args)
     except UsageError as exc:
@@ -126,7 +130,7 @@ def _remove(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True)
-    names = _output_names(files)
+    names = _output_names(files, out_dir, config.output.format)
     for file in files:
         try:
             _process(remover, file, names[file], out_dir, args, files)
@@ -156,12 +160,17 @@ def _fail(line: str, progress) -> str:
     return line
 
 
-def _output_names(files: Sequence[Path]) -> dict[Path, str]:
-    """Output stem per input: the file stem, made unique with ``-2``, ``-3`` … on clashes."""
+def _output_names(files: Sequence[Path], out_dir: Path, fmt: str) -> dict[Path, str]:
+    """Output stem per input: the file stem, made unique with ``-2``, ``-3`` … on clashes, and
+    ``-cutout`` where ``OUT/<stem>.<fmt>`` would be one of the inputs (never write over one)."""
+    inputs = {f.resolve() for f in files}
     names: dict[Path, str] = {}
     used: set[str] = set()
     for file in files:
-        stem, n = file.stem, 1
+        stem = file.stem
+        if (out_dir / f"{stem}.{fmt}").resolve() in inputs:
+            stem = f"{stem}-cutout"
+        n = 1
         while (candidate := stem if n == 1 else f"{stem}-{n}") in used:
             n += 1
         used.add(candidate)
@@ -192,3 +201,7 @@ def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequen
         debug = layers.debug_view()
         rgba = np.dstack([debug, np.full(debug.shape[:2], 255, np.uint8)])
         save_image(out_dir / f"{stem}.debug.png", rgba, **{**options, "fmt": "png"})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -270,7 +270,9 @@ class Layers:
         }
         written = []
         for layer in self.layers:
-            written.append(save_image(out / f"{layer.filename_stem}.{fmt}", layer.rgba(), **options))
+            written.append(
+                save_image(out / f"{layer.filename_stem}.{fmt}", layer.rgba(), **options)
+            )
         written.append(save_image(out / f"composite.{fmt}", self.composite(), **options))
         manifest = self.to_json()
         for entry, layer in zip(manifest["layers"], self.layers, strict=True):

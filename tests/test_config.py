@@ -25,7 +25,12 @@ def test_every_preset_in_configs_is_valid():
 def test_overrides_are_typed():
     cfg = load_config(
         "cpu",
-        ["detect.conf=0.05", "detect.max_det=7", "segment.model=mobile_sam", "detect.weights=/x/y.pt"],
+        [
+            "detect.conf=0.05",
+            "detect.max_det=7",
+            "segment.model=mobile_sam",
+            "detect.weights=/x/y.pt",
+        ],
         device="cpu",
     )
     assert cfg.detect.conf == pytest.approx(0.05)

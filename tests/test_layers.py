@@ -121,5 +121,11 @@ def test_bad_shapes_raise_value_error():
     with pytest.raises(ValueError, match="H×W×3"):
         Layers(np.zeros((4, 4), np.uint8), [], KeepMode.MAIN, _select, _refine)
     with pytest.raises(ValueError, match="input_alpha"):
-        Layers(np.zeros((4, 4, 3), np.uint8), [], KeepMode.MAIN, _select, _refine,
-               input_alpha=np.zeros((3, 3), np.float32))
+        Layers(
+            np.zeros((4, 4, 3), np.uint8),
+            [],
+            KeepMode.MAIN,
+            _select,
+            _refine,
+            input_alpha=np.zeros((3, 3), np.float32),
+        )
