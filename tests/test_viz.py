@@ -1,0 +1,150 @@
+"""The debug view: layout, role-coloured outlines, labels, and the alpha panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.types import mask_to_xyxy
+from pipeline.viz import (
+    MAX_LEGEND_ITEMS,
+    ROLE_COLOURS,
+    DebugItem,
+    debug_layout,
+    debug_view,
+)
+
+
+def noise_image(h: int, w: int) -> np.ndarray:
+    # values 40..200: never equal to a saturated role colour by accident
+    return np.random.default_rng(1).integers(40, 200, size=(h, w, 3), dtype=np.uint8)
+
+
+def rect_mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def item(rank: int, role: str, mask: np.ndarray) -> DebugItem:
+    return DebugItem(
+        rank=rank,
+        label="person",
+        role=role,
+        score=0.5,
+        mask=mask,
+        xyxy=mask_to_xyxy(mask),
+        top_features=(("sharpness", 0.8), ("area_frac", 0.2)),
+        reason="because",
+    )
+
+
+def test_tall_image_side_by_side_shape():
+    h, w = 240, 160
+    view = debug_view(noise_image(h, w), [], np.zeros((h, w), np.float32))
+    layout = debug_layout(h, w, 0)
+    assert view.shape == (layout.height, layout.width, 3) and view.dtype == np.uint8
+    assert layout.width == 2 * w and layout.alpha_yx == (0, w) and layout.legend_y == h
+    assert layout.height > h  # the legend strip
+
+
+def test_very_wide_image_alpha_below():
+    h, w = 60, 240
+    layout = debug_layout(h, w, 0)
+    assert layout.width == w and layout.alpha_yx == (h, 0) and layout.legend_y == 2 * h
+    view = debug_view(noise_image(h, w), [], np.ones((h, w), np.float32))
+    assert view.shape == (layout.height, w, 3)
+
+
+def test_legend_grows_with_items_up_to_a_cap():
+    heights = [debug_layout(300, 200, n).height for n in (0, 1, 2, MAX_LEGEND_ITEMS + 1, 50)]
+    assert heights[0] < heights[1] < heights[2] < heights[3]
+    assert heights[3] == heights[4]
+
+
+def test_line_and_font_scale_with_image_size():
+    small, large = debug_layout(400, 300, 1), debug_layout(4000, 3000, 1)
+    assert small.line_px == 1 and large.line_px == 10
+    assert large.font_px >= 5 * small.font_px
+
+
+def test_outline_pixels_take_the_role_colour_and_the_rest_is_the_photo():
+    h, w = 200, 300
+    image = noise_image(h, w)
+    main = rect_mask(h, w, 60, 180, 20, 120)
+    dropped = rect_mask(h, w, 80, 190, 180, 280)
+    view = debug_view(
+        image, [item(1, "main", main), item(2, "dropped", dropped)], np.zeros((h, w), np.float32)
+    )
+    line_px = debug_layout(h, w, 2).line_px
+    # bottom and left edges: far from the labels, which sit at the boxes' top-left
+    assert (view[179, 30:110] == ROLE_COLOURS["main"]).all()
+    assert (view[100:170, 20] == ROLE_COLOURS["main"]).all()
+    assert (view[189, 190:270] == ROLE_COLOURS["dropped"]).all()
+    assert (view[100:180, 279] == ROLE_COLOURS["dropped"]).all()
+    # just outside and just inside the band, the photo is untouched
+    np.testing.assert_array_equal(view[180, 30:110], image[180, 30:110])
+    np.testing.assert_array_equal(view[179 - line_px, 30:110], image[179 - line_px, 30:110])
+    np.testing.assert_array_equal(view[100:170, 60:100], image[100:170, 60:100])
+
+
+def test_outline_is_line_px_thick_on_a_larger_image():
+    h, w = 1600, 1200
+    layout = debug_layout(h, w, 1)
+    assert layout.line_px == 4
+    mask = rect_mask(h, w, 400, 1400, 300, 900)
+    view = debug_view(
+        noise_image(h, w), [item(1, "interacting", mask)], np.zeros((h, w), np.float32)
+    )
+    column = view[1300:1400, 600]
+    is_cyan = (column == ROLE_COLOURS["interacting"]).all(axis=1)
+    assert is_cyan.sum() == layout.line_px and is_cyan[-layout.line_px :].all()
+
+
+def test_label_tag_in_role_colour_above_the_box():
+    h, w = 200, 300
+    mask = rect_mask(h, w, 100, 180, 50, 150)
+    view = debug_view(noise_image(h, w), [item(3, "kept", mask)], np.zeros((h, w), np.float32))
+    tag = view[80:100, 50:150]  # the rows just above the box
+    share = (tag == ROLE_COLOURS["kept"]).all(axis=2).mean()
+    assert share > 0.3  # the filled tag, with dark text on it
+    assert ((tag == 0).all(axis=2)).any()  # the text
+
+
+def test_alpha_panel_equals_the_alpha():
+    h, w = 120, 90
+    alpha = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1))
+    alpha[:10] = 0.5
+    view = debug_view(noise_image(h, w), [item(1, "main", rect_mask(h, w, 20, 100, 10, 80))], alpha)
+    panel = view[:h, w : 2 * w]
+    expected = np.rint(alpha * 255).astype(np.uint8)
+    for channel in range(3):
+        np.testing.assert_array_equal(panel[:, :, channel], expected)
+
+
+def test_legend_shows_every_role_colour():
+    h, w = 200, 200
+    roles = ["main", "interacting", "kept", "dropped"]
+    items = [
+        item(i + 1, r, rect_mask(h, w, 10 + 40 * i, 40 + 40 * i, 10, 60))
+        for i, r in enumerate(roles)
+    ]
+    view = debug_view(noise_image(h, w), items, np.zeros((h, w), np.float32))
+    legend = view[debug_layout(h, w, 4).legend_y :]
+    for role in roles:
+        assert (legend == ROLE_COLOURS[role]).all(axis=2).sum() > 20, role
+
+
+def test_bad_inputs_raise_value_error_naming_the_problem():
+    h, w = 50, 60
+    image, alpha = noise_image(h, w), np.zeros((h, w), np.float32)
+    with pytest.raises(ValueError, match="unknown role 'winner'"):
+        debug_view(image, [item(1, "winner", rect_mask(h, w, 0, 9, 0, 9))], alpha)
+    with pytest.raises(ValueError, match=r"mask of #1 must have shape \(50, 60\), got \(5, 6\)"):
+        debug_view(image, [item(1, "main", np.zeros((5, 6), bool))], alpha)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(50, 60\)"):
+        debug_view(image, [], np.zeros((5, 6), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        debug_view(image, [], np.full((h, w), 2.0, np.float32))
+    with pytest.raises(ValueError, match="H×W×3"):
+        debug_view(image[:, :, 0], [], alpha)
