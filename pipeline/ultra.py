@@ -78,6 +78,7 @@ def import_ultralytics() -> ModuleType:
             checks.AUTOINSTALL = False
         if own_settings:
             _keep_settings_in_cache(SETTINGS)
+        _restore_pillow_open()
         _MODULE = ultralytics
         return ultralytics
 
@@ -133,3 +134,22 @@ def resolve_torch_device(device: str) -> str:
     if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
         return device
     return resolve_device(device)
+
+
+def _restore_pillow_open() -> None:
+    """Undo Ultralytics' process-wide replacement of ``PIL.Image.open``.
+
+    Its wrapper pip-installs ``pi-heif`` the first time Pillow cannot identify a file, so after
+    importing ultralytics a text file named ``.jpg`` would trigger an install attempt instead of
+    a clean "not an image" error anywhere in the process (CLI, server, evaluation). layercut
+    hands Ultralytics arrays, never files, so it does not need the wrapper.
+    """
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None:
+        Image.open = original
