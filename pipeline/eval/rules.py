@@ -1,0 +1,122 @@
+"""Baseline selection rules and oracles over the same proposals the pipeline saw.
+
+A rule takes the proposals (``pipeline.types.Instance``: ``mask`` ``H×W bool``, ``det_score``,
+``features``…) and the image ``(H, W)`` and returns the ``H×W bool`` region it would keep. The
+report measures each rule's IoU with the GT main region as ``iou_rule_<name>`` beside the
+pipeline's ``iou``, so a ranker that loses to "keep the largest instance" is seen at once.
+
+Add a rule from anywhere (e.g. a saliency-based one) with the decorator::
+
+    from pipeline.eval.rules import register_rule
+
+    @register_rule("salient")
+    def keep_most_salient(instances, hw):
+        ...  # return an H×W bool mask
+
+``iou_oracle_single`` (best single proposal) and ``iou_oracle_union`` (greedy union) are the
+ceilings these proposals allow, whatever the ranker does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from pipeline.eval.metrics_select import iou
+from pipeline.types import Instance
+
+RuleFn = Callable[[Sequence[Instance], tuple[int, int]], np.ndarray]
+
+RULES: dict[str, RuleFn] = {}
+
+
+def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
+    """Decorator adding ``fn`` to ``RULES`` under ``name`` (a duplicate name is an error)."""
+    if not name.isidentifier():
+        raise ValueError(f"rule name must be an identifier, got {name!r}")
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        if name in RULES:
+            raise ValueError(f"selection rule {name!r} is already registered")
+        RULES[name] = fn
+        return fn
+
+    return decorate
+
+
+def _empty(hw: tuple[int, int]) -> np.ndarray:
+    return np.zeros(hw, bool)
+
+
+@register_rule("top_score")
+def keep_top_score(instances: Sequence[Instance], hw: tuple[int, int]) -> np.ndarray:
+    """The proposal with the highest detector confidence (first one on ties)."""
+    if not instances:
+        return _empty(hw)
+    best = max(range(len(instances)), key=lambda i: (instances[i].det_score, -i))
+    return instances[best].mask.copy()
+
+
+@register_rule("largest")
+def keep_largest(instances: Sequence[Instance], hw: tuple[int, int]) -> np.ndarray:
+    """The proposal with the largest mask area."""
+    if not instances:
+        return _empty(hw)
+    best = max(range(len(instances)), key=lambda i: (instances[i].area_px, -i))
+    return instances[best].mask.copy()
+
+
+@register_rule("central")
+def keep_central(instances: Sequence[Instance], hw: tuple[int, int]) -> np.ndarray:
+    """The proposal whose mask centroid is nearest the image centre (empty masks never win)."""
+    centre = np.array([(hw[0] - 1) / 2.0, (hw[1] - 1) / 2.0])
+    best, best_dist = None, np.inf
+    for inst in instances:
+        ys, xs = np.nonzero(inst.mask)
+        if len(ys) == 0:
+            continue
+        dist = float(np.hypot(ys.mean() - centre[0], xs.mean() - centre[1]))
+        if dist < best_dist:
+            best, best_dist = inst, dist
+    return _empty(hw) if best is None else best.mask.copy()
+
+
+@register_rule("all")
+def keep_all(instances: Sequence[Instance], hw: tuple[int, int]) -> np.ndarray:
+    """The union of every proposal."""
+    out = _empty(hw)
+    for inst in instances:
+        out |= inst.mask
+    return out
+
+
+def oracle_single_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
+    """Best IoU any single proposal reaches with ``gt_main`` (0.0 without proposals)."""
+    return max((iou(m, gt_main) for m in masks), default=0.0)
+
+
+def oracle_union_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
+    """IoU of the greedy union: repeatedly add the proposal that raises IoU with ``gt_main``
+    the most, stop when none raises it. Without proposals: the IoU of an empty keep."""
+    current = np.zeros(gt_main.shape, bool)
+    best = iou(current, gt_main)
+    remaining = list(masks)
+    while remaining:
+        scores = [iou(current | m, gt_main) for m in remaining]
+        pick = int(np.argmax(scores))
+        if scores[pick] <= best:
+            break
+        best = scores[pick]
+        current |= remaining.pop(pick)
+    return best
+
+
+def rule_metrics(instances: Sequence[Instance], gt_main: np.ndarray) -> dict[str, float]:
+    """``iou_rule_<name>`` for every registered rule plus the two oracles."""
+    hw = gt_main.shape
+    out = {f"iou_rule_{name}": iou(fn(instances, hw), gt_main) for name, fn in RULES.items()}
+    masks = [inst.mask for inst in instances]
+    out["iou_oracle_single"] = oracle_single_iou(masks, gt_main)
+    out["iou_oracle_union"] = oracle_union_iou(masks, gt_main)
+    return out
