@@ -286,9 +286,17 @@ class Layers:
         return written
 
 
+# Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.
+_NOT_CUES = frozenset(
+    {"partner_id", "has_saliency", "trunc_left", "trunc_top", "trunc_right", "trunc_bottom"}
+)
+
+
 def _strongest_features(instance: Instance, count: int = 2) -> tuple[tuple[str, float], ...]:
-    """The ``count`` features with the largest absolute value (what the debug view prints)."""
-    items = sorted(instance.features.items(), key=lambda kv: -abs(float(kv[1])))
+    """The ``count`` cues furthest from neutral (0.5 on their [0, 1] scale): what the debug
+    view prints beside each instance."""
+    cues = [(k, float(v)) for k, v in instance.features.items() if k not in _NOT_CUES]
+    items = sorted(cues, key=lambda kv: -abs(kv[1] - 0.5))
     return tuple((name, float(value)) for name, value in items[:count])
 
 

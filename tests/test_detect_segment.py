@@ -346,3 +346,15 @@ def test_real_detect_only_onnx_is_refused():
         pytest.skip(f"real weights absent: {REAL_DET}")
     with pytest.raises(ValueError, match=r"yolov8n_int8\.onnx is a 'detect' model"):
         YoloDetector(REAL_DET, DetectConfig(imgsz=320))
+
+
+def test_import_ultralytics_undoes_its_pillow_open_patch():
+    # Ultralytics' wrapper pip-installs pi-heif when Pillow cannot identify a file
+    from PIL import Image
+
+    from pipeline.ultra import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.utils import patches
+
+    assert Image.open is patches._image_open
