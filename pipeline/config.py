@@ -59,7 +59,7 @@ class SaliencyConfig:
 class RankConfig:
     """Instance ranking."""
 
-    model: str = "prior"  # prior | a ranker JSON path | a name of a file in models/
+    model: str = "ranker"  # prior | a ranker JSON path | a name of a file in models/ (ranker.json)
 
 
 @dataclass(frozen=True)
