@@ -111,7 +111,9 @@ def test_cli_webp_and_mobile_sam(store_env, photo):
     ]
     assert main([*args, *RANDOM_DETECTOR]) == 0
     with Image.open(out / "bus.webp") as img:
-        assert img.format == "WEBP" and img.mode == "RGBA" and img.size == (405, 540)
+        # libwebp drops a fully opaque alpha channel, so the mode may read back as RGB; alpha
+        # round-trips are tested in test_imageio with a partly transparent image
+        assert img.format == "WEBP" and img.size == (405, 540)
 
 
 def test_local_checkpoint_path_is_used_as_given(checkpoints, photo, tmp_path, monkeypatch):
