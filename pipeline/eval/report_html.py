@@ -86,17 +86,18 @@ def contact_sheet(report: Mapping[str, Any], run_dir: Path) -> str:
     """The per-item table with metrics and embedded pictures."""
     items = list(report.get("items") or [])
     metrics = _item_metric_names(items)
-    headers = ["item", "subclass", "status", *metrics, *(label for _, label in PICTURE_COLUMNS)]
+    # pictures before the metric columns, so they are on screen without scrolling sideways
+    headers = ["item", "subclass", "status", *(label for _, label in PICTURE_COLUMNS), *metrics]
     rows = []
     for it in items:
         values = it.get("metrics") or {}
         pics = it.get("thumbs") or {}
         row = [text_cell(it.get("name")), text_cell(it.get("subclass")), status_cell(it)]
-        row += [number_cell(values.get(m)) for m in metrics]
         row += [
             image_cell(run_dir, pics.get(kind), f"{it.get('name')} {kind}")
             for kind, _ in PICTURE_COLUMNS
         ]
+        row += [number_cell(values.get(m)) for m in metrics]
         rows.append(row)
     return table(headers, rows, "items")
 
