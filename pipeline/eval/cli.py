@@ -1,7 +1,7 @@
 """``layercut eval``: evaluate on a dataset, or compare two evaluation runs.
 
     layercut eval MANIFEST|FOLDER -o DIR [--proposals detector|gt|gt-jittered]
-                  [--config F] [--set section.key=value …] [--limit N] [--seed S]
+                  [--config F] [--set section.key=value …] [--limit N] [--sets A,B] [--seed S]
     layercut eval --compare RUN_A RUN_B -o DIR [--threshold metric=value|metric=N% …]
 
 Exit status: 0 done; 1 every item failed (evaluation) or a subclass worsened beyond its
@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+    parser.add_argument(
+        "--sets",
+        default="",
+        metavar="SET[,SET…]",
+        help="only items of these manifest sets, comma-separated (e.g. davis2016_val)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --proposals gt-jittered")
     parser.add_argument("--thumb-px", type=int, default=256, help="thumbnail size in pixels")
     parser.add_argument(
@@ -97,7 +103,8 @@ def _run_eval(args: argparse.Namespace, out: TextIO) -> int:
     from pipeline.eval.dataset import load_dataset
     from pipeline.eval.run import EvalOptions, build_remover, evaluate
 
-    options = EvalOptions(args.proposals, args.seed, args.limit, args.thumb_px)
+    sets = tuple(name.strip() for name in args.sets.split(",") if name.strip())
+    options = EvalOptions(args.proposals, args.seed, args.limit, args.thumb_px, sets)
     load_dataset(args.dataset)  # fail early (exit 2) on a missing or malformed dataset
     remover = build_remover(args.config, args.overrides)
     report = evaluate(args.dataset, remover, args.out, options)

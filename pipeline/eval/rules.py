@@ -13,6 +13,12 @@ Add a rule from anywhere (e.g. a saliency-based one) with the decorator::
     def keep_most_salient(instances, hw):
         ...  # return an H×W bool mask
 
+A rule registered with ``needs_saliency=True`` is called as ``fn(instances, hw, saliency=map)``
+with the run's salient-object map (``H×W float32`` in [0, 1], ``Layers.saliency``); without a
+map in the run its metric is left out (not reported as 0), so reports of runs without a saliency
+model do not change. ``salient`` (the map alone, thresholded at ``SALIENT_AT``) is one: the
+single-network remover a user would otherwise pick.
+
 ``iou_oracle_single`` (best single proposal) and ``iou_oracle_union`` (greedy union) are the
 ceilings these proposals allow, whatever the ranker does.
 """
@@ -29,10 +35,18 @@ from pipeline.types import Instance
 RuleFn = Callable[[Sequence[Instance], tuple[int, int]], np.ndarray]
 
 RULES: dict[str, RuleFn] = {}
+# names of the rules that read the salient map (called with ``saliency=``; skipped without one)
+SALIENCY_RULES: set[str] = set()
+# the map value above which a pixel is salient (rembg and ISNet's own evaluation use 0.5)
+SALIENT_AT = 0.5
 
 
-def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
-    """Decorator adding ``fn`` to ``RULES`` under ``name`` (a duplicate name is an error)."""
+def register_rule(name: str, needs_saliency: bool = False) -> Callable[[RuleFn], RuleFn]:
+    """Decorator adding ``fn`` to ``RULES`` under ``name`` (a duplicate name is an error).
+
+    ``needs_saliency``: ``fn`` takes a ``saliency`` keyword (``H×W float32`` map in [0, 1]) and
+    is only measured in runs that computed a map.
+    """
     if not name.isidentifier():
         raise ValueError(f"rule name must be an identifier, got {name!r}")
 
@@ -40,6 +54,8 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
         if name in RULES:
             raise ValueError(f"selection rule {name!r} is already registered")
         RULES[name] = fn
+        if needs_saliency:
+            SALIENCY_RULES.add(name)
         return fn
 
     return decorate
@@ -91,6 +107,16 @@ def keep_all(instances: Sequence[Instance], hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
+@register_rule("salient", needs_saliency=True)
+def keep_salient(
+    instances: Sequence[Instance], hw: tuple[int, int], saliency: np.ndarray
+) -> np.ndarray:
+    """The salient map alone, ``saliency > SALIENT_AT``, whatever the proposals are."""
+    if saliency.shape != tuple(hw):
+        raise ValueError(f"saliency map must be {tuple(hw)} (H×W), got shape {saliency.shape}")
+    return np.asarray(saliency) > SALIENT_AT
+
+
 def oracle_single_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
     """Best IoU any single proposal reaches with ``gt_main`` (0.0 without proposals)."""
     return max((iou(m, gt_main) for m in masks), default=0.0)
@@ -112,10 +138,24 @@ def oracle_union_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
     return best
 
 
-def rule_metrics(instances: Sequence[Instance], gt_main: np.ndarray) -> dict[str, float]:
-    """``iou_rule_<name>`` for every registered rule plus the two oracles."""
+def rule_metrics(
+    instances: Sequence[Instance], gt_main: np.ndarray, saliency: np.ndarray | None = None
+) -> dict[str, float]:
+    """``iou_rule_<name>`` for every registered rule plus the two oracles.
+
+    ``saliency``: the run's ``H×W float32`` salient map, or None (rules that need it are left
+    out).
+    """
     hw = gt_main.shape
-    out = {f"iou_rule_{name}": iou(fn(instances, hw), gt_main) for name, fn in RULES.items()}
+    out = {}
+    for name, fn in RULES.items():
+        if name in SALIENCY_RULES:
+            if saliency is None:
+                continue
+            region = fn(instances, hw, saliency=saliency)
+        else:
+            region = fn(instances, hw)
+        out[f"iou_rule_{name}"] = iou(region, gt_main)
     masks = [inst.mask for inst in instances]
     out["iou_oracle_single"] = oracle_single_iou(masks, gt_main)
     out["iou_oracle_union"] = oracle_union_iou(masks, gt_main)

@@ -72,6 +72,7 @@ class EvalOptions:
     seed: int = 0  # for gt-jittered
     limit: int | None = None  # evaluate only the first N items
     thumb_px: int = thumbs.DEFAULT_THUMB_PX
+    sets: tuple[str, ...] = ()  # only items of these sets (manifest "set"); empty = every item
 
     def __post_init__(self) -> None:
         if self.proposals not in PROPOSAL_MODES:
@@ -131,7 +132,8 @@ def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> di
         out["boundary_f"] = boundary_f(kept, gt.main_mask)
         if len(ranked) >= 2:  # with a single instance there is no ranking to judge
             out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask)
-        out.update(rule_metrics([layer.instance for layer in ranked], gt.main_mask))
+        saliency = getattr(layers, "saliency", None)  # Layers.saliency; fakes may lack it
+        out.update(rule_metrics([layer.instance for layer in ranked], gt.main_mask, saliency))
     ranked_gt = [(item.ranks[idx], m) for idx, _, m in gt_masks(item, gt) if idx in item.ranks]
     if gt.instance_map is not None and len(ranked_gt) >= 2:
         out["sa_sor"] = sa_sor(
@@ -282,6 +284,12 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = load_dataset(dataset)
+    if opts.sets:
+        known = {item.set_name for item in items}
+        unknown = sorted(set(opts.sets) - known)
+        if unknown:
+            raise ValueError(f"unknown set(s) {unknown}; the dataset has {sorted(known)}")
+        items = [item for item in items if item.set_name in opts.sets]
     if opts.limit is not None:
         items = items[: opts.limit]
     records = []
@@ -297,6 +305,7 @@ def evaluate(
             "proposals": opts.proposals,
             "seed": opts.seed,
             "limit": opts.limit,
+            "sets": list(opts.sets),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "note": header_note(opts),
         },
