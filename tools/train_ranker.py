@@ -196,7 +196,13 @@ def prior_scores(table: Table) -> np.ndarray:
     """The hand-set prior on the same rows (features it needs that the table lacks: GT values)."""
     cols = {name: table.x[:, k] for k, name in enumerate(RANK_FEATURES)}
     n = len(table.x)
-    cols.update(det_score=np.ones(n), sal_mean_inside=np.zeros(n))
+    # GT proposals: detector score 1, no saliency map (every map cue 0, as in compute_features)
+    cols.update(
+        det_score=np.ones(n),
+        sal_mean_inside=np.zeros(n),
+        sal_share=np.zeros(n),
+        sal_cover=np.zeros(n),
+    )
     x = np.stack([cols[f] for f in PRIOR.features], axis=1)
     z = PRIOR.intercept + ((x - PRIOR.mean) / PRIOR.scale) @ PRIOR.coef
     return z
