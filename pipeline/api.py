@@ -133,8 +133,29 @@ class Remover:
             instances, saliency_map, cfg.band_px, min_mean_saliency=cfg.min_mean_saliency
         )
         return rescue_instances(
-            instances, saliency_map, cfg.rescue_min_area_frac, cfg.rescue_max_covered_frac
+            instances, saliency_map, cfg.rescue_min_area_frac, cfg.rescue_min_part_frac
         )
+
+    def select_fn(self, saliency_map: np.ndarray | None = None):
+        """The keep policy as ``Layers`` calls it, ``fn(ranked, mode) -> Selection``: ``select``
+        and, given the image's salient map, ``absorb_fragments`` (pieces of a kept subject join
+        it)."""
+        from pipeline.select import select
+
+        select_config = self.config.select
+        cfg = self.config.saliency
+
+        def select_fn(ranked: Sequence[Instance], how: KeepMode):
+            selection = select(ranked, how, select_config)
+            if saliency_map is None:
+                return selection
+            from pipeline.select_saliency import absorb_fragments
+
+            return absorb_fragments(
+                ranked, selection, saliency_map, cfg.absorb_threshold, cfg.absorb_min_share
+            )
+
+        return select_fn
 
     # -- running -----------------------------------------------------------------------------
     def __call__(self, image: Any, keep: KeepMode | str | None = None) -> Layers:
@@ -164,7 +185,6 @@ class Remover:
         The kept layers are matted before returning, so ``timings_s['refine']`` is meaningful.
         """
         from pipeline.features import compute_features
-        from pipeline.select import select
 
         check_image(image)
         mode = KeepMode.parse(keep or self.config.select.keep)
@@ -201,12 +221,8 @@ class Remover:
         ]
         timings["rank"] = time.perf_counter() - start
 
-        select_config = self.config.select
         refiner = self._stage("refiner")
-
-        def select_fn(ranked: Sequence[Instance], how: KeepMode):
-            return select(ranked, how, select_config)
-
+        select_fn = self.select_fn(saliency_map if proposals is None else None)
         start = time.perf_counter()
         layers = Layers(
             image,

@@ -51,8 +51,13 @@ class SaliencyConfig:
     band_px: int = 0  # half-width of the band where the map decides; 0 = adapt to instance size
     min_mean_saliency: float = 0.3  # instances with a lower mean map value keep their own mask
     # Rescue of salient regions no instance covers (salient_masks.rescue_instances):
-    rescue_min_area_frac: float = 0.02  # smallest rescued region, share of the image area
-    rescue_max_covered_frac: float = 0.2  # rescued only if instances cover less of the region
+    rescue_min_area_frac: float = 0.005  # smallest rescued piece, share of the image area
+    rescue_min_part_frac: float = 0.2  # … and share of the covered part of its salient region
+    # Fragments (pipeline.select_saliency.absorb_fragments): a dropped instance with at least
+    # absorb_min_share of its mask in the salient region of a kept one (map ≥ absorb_threshold,
+    # grown from the kept instance's salient pixels) is part of it and kept with it.
+    absorb_threshold: float = 0.2
+    absorb_min_share: float = 0.3
 
 
 @dataclass(frozen=True)

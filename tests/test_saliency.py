@@ -163,7 +163,7 @@ def test_large_uncovered_salient_blob_is_rescued_as_object():
     saliency[10:40, 10:30] = 0.9  # the person, covered
     saliency[50:90, 60:110] = np.linspace(0.6, 1.0, 50, dtype=np.float32)  # an uncovered blob
     saliency[5:8, 100:104] = 1.0  # salient but tiny (12 px < 1 % of 12 000)
-    result = rescue_instances([person], saliency, min_area_frac=0.01, max_covered_frac=0.2)
+    result = rescue_instances([person], saliency, min_area_frac=0.01, min_part_frac=0.2)
     assert len(result) == 2 and result[0] is person
     rescued = result[1]
     blob = box_mask(slice(50, 90), slice(60, 110))
@@ -184,12 +184,42 @@ def test_blob_covered_by_an_instance_is_not_rescued():
     saliency = np.zeros(HW, np.float32)
     saliency[50:90, 60:110] = 0.9
     covering = make_instance(box_mask(slice(55, 90), slice(60, 110)))  # 87.5 % of the blob
-    assert rescue_instances([covering], saliency, 0.01, 0.2) == [covering]
+    # the uncovered 5-row strip is the instance's edge, not a missed object
+    assert rescue_instances([covering], saliency, 0.01, 0.2, gap_px=3) == [covering]
     # Covering only a tenth of it: rescued, minus the pixels the instance already holds.
     corner = make_instance(box_mask(slice(50, 54), slice(60, 110)))
-    result = rescue_instances([corner], saliency, 0.01, 0.2)
+    result = rescue_instances([corner], saliency, 0.01, 0.2, gap_px=3)
     assert len(result) == 2
     np.testing.assert_array_equal(result[1].mask, box_mask(slice(54, 90), slice(60, 110)))
+
+
+def test_uncovered_half_of_a_partly_detected_region_is_rescued():
+    # One salient region: a detected rider (top) on an undetected cart (bottom), like the
+    # soapbox photos; the rider covers 40 % of the region, far above any "uncovered" cut-off.
+    saliency = np.zeros(HW, np.float32)
+    saliency[20:70, 30:80] = 0.95
+    rider = make_instance(box_mask(slice(20, 40), slice(30, 80)), 2)
+    result = rescue_instances([rider], saliency, 0.01, 0.2, gap_px=3)
+    assert len(result) == 2 and result[0] is rider
+    cart = result[1]
+    np.testing.assert_array_equal(cart.mask, box_mask(slice(40, 70), slice(30, 80)))
+    assert not (cart.mask & rider.mask).any()
+    # A piece smaller than min_part_frac of the covered part is the rider's fringe: kept out.
+    assert rescue_instances([rider], saliency, 0.01, 2.0, gap_px=3) == [rider]
+    # A thin salient sliver along the mask (the map reaching past a coarse detector edge) is no
+    # piece whatever the fractions.
+    fringe = np.zeros(HW, np.float32)
+    fringe[20:43, 30:80] = 0.95
+    assert rescue_instances([rider], fringe, 0.001, 0.0, gap_px=3) == [rider]
+
+
+def test_rescue_gap_scales_with_the_image():
+    hw = (1000, 1500)  # default gap: max(3, 0.004 × 1500) = 6 px
+    saliency = np.zeros(hw, np.float32)
+    saliency[100:500, 100:600] = 0.9
+    covering = make_instance(box_mask(slice(100, 495), slice(100, 600), hw))
+    assert len(rescue_instances([covering], saliency, 0.0001, 0.0)) == 1  # 5-row strip: edge
+    assert len(rescue_instances([covering], saliency, 0.0001, 0.0, gap_px=1)) == 2
 
 
 def test_rescue_without_instances_starts_ids_at_zero_and_validates_fractions():
@@ -201,8 +231,8 @@ def test_rescue_without_instances_starts_ids_at_zero_and_validates_fractions():
     assert result[0].area_px == 35 * 50 and result[1].area_px == 400  # largest first
     with pytest.raises(ValueError, match="min_area_frac"):
         rescue_instances([], saliency, 0.0, 0.5)
-    with pytest.raises(ValueError, match="max_covered_frac"):
-        rescue_instances([], saliency, 0.01, 1.5)
+    with pytest.raises(ValueError, match="min_part_frac"):
+        rescue_instances([], saliency, 0.01, -0.5)
 
 
 # -- pre/post-processing --------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from pipeline.api import Remover  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.features import compute_features  # noqa: E402
 from pipeline.layers import Layers  # noqa: E402
-from pipeline.select import select  # noqa: E402
 from pipeline.types import KeepMode  # noqa: E402
 
 MB = 1024 * 1024
@@ -130,6 +129,8 @@ def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter
     if saliency_model is not None:
         with stage("saliency"):
             saliency = saliency_model.predict(image)
+        with stage("salient_masks"):
+            instances = remover._apply_saliency(instances, saliency)
     with stage("features"):
         instances = compute_features(image, instances, saliency)
     with stage("rank"):
@@ -141,7 +142,7 @@ def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter
             image,
             instances,
             KeepMode.parse(cfg.select.keep),
-            lambda ranked, mode: select(ranked, mode, cfg.select),
+            remover.select_fn(saliency),
             refiner.refine,
         )
     with stage("refine"):

@@ -28,7 +28,7 @@ from pipeline.eval.dataset import EvalItem, GroundTruth, load_dataset, load_grou
 from pipeline.eval.metrics_matting import matting_metrics, unknown_region
 from pipeline.eval.metrics_select import boundary_f, iou, precision_at_1, sa_sor
 from pipeline.eval.proposals import PROPOSAL_MODES, gt_masks, make_proposals
-from pipeline.eval.rules import rule_metrics
+from pipeline.eval.rules import SALIENT_AT, rule_metrics
 from pipeline.types import Instance
 
 REPORT_JSON = "report.json"
@@ -211,6 +211,11 @@ def write_item_thumbs(
         if reference is not None:
             pictures["error"] = thumbs.error_map(layers.alpha(), reference, gt.image, max_px)
         pictures["debug"] = _debug_picture(layers, max_px, warnings)
+        saliency = getattr(layers, "saliency", None)
+        if saliency is not None and gt is not None:
+            # the single-map remover's cut-out (map ≥ SALIENT_AT), beside ours in the sheet
+            keep = (saliency >= SALIENT_AT).astype(np.uint8) * 255
+            pictures["salient"] = thumbs.checkerboard(np.dstack([gt.image, keep]), max_px)
     written = {}
     for kind, rgb in pictures.items():
         if rgb is not None:

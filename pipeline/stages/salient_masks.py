@@ -28,6 +28,9 @@ MIN_MEAN_SALIENCY = 0.3  # an instance whose mean map value is lower is "not cov
 BAND_FRAC = 0.1  # adaptive band half-width as a share of sqrt(instance area)
 MIN_BAND_PX = 2
 MAX_BAND_FRAC_OF_SIDE = 0.03  # adaptive band never wider than this share of the longer side
+# rescue: a strip this wide along existing masks is their edge, not a missed object
+RESCUE_GAP_PX = 3
+RESCUE_GAP_FRAC = 0.004  # … and on large photos this share of the longer side
 
 
 def adaptive_band_px(area_px: int, hw: tuple[int, int]) -> int:
@@ -243,30 +246,66 @@ def _nearest_owner(owner_of_mask: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
+def _uncovered_pieces(
+    region: np.ndarray, covered: np.ndarray, gap_px: int
+) -> list[np.ndarray]:
+    """The parts of a salient ``region`` (``H×W bool``) that no instance explains.
+
+    Pixels within ``gap_px`` of a covered pixel are the covering instance's edge (the map and a
+    detector mask rarely agree to the pixel), and slivers thinner than ``2·gap_px + 1`` are
+    removed by an opening; each remaining piece is grown back into the uncovered region by
+    ``gap_px`` so it meets its neighbour without a seam. Returns ``H×W bool`` masks.
+    """
+    uncovered = region & ~covered
+    if gap_px <= 0:
+        count, labels = cv2.connectedComponents(uncovered.astype(np.uint8), connectivity=8)
+        return [labels == label for label in range(1, count)]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap_px + 1, 2 * gap_px + 1))
+    near_cover = cv2.dilate(covered.astype(np.uint8), kernel) > 0
+    core = (uncovered & ~near_cover).astype(np.uint8)
+    core = cv2.morphologyEx(core, cv2.MORPH_OPEN, kernel)
+    count, labels = cv2.connectedComponents(core, connectivity=8)
+    # grown back with a square: the opening rounded the corners the ellipse could not refill
+    square = np.ones((2 * gap_px + 1, 2 * gap_px + 1), np.uint8)
+    pieces = []
+    for label in range(1, count):
+        piece = labels == label
+        pieces.append((cv2.dilate(piece.astype(np.uint8), square) > 0) & uncovered)
+    return pieces
+
+
 def rescue_instances(
     instances: Sequence[Instance],
     saliency: np.ndarray,
     min_area_frac: float,
-    max_covered_frac: float,
+    min_part_frac: float,
     *,
     threshold: float = THRESHOLD,
+    gap_px: int | None = None,
 ) -> list[Instance]:
-    """The instances plus one new instance per large salient region no instance covers.
+    """The instances plus one new instance per large salient piece no instance explains.
 
-    A region is an 8-connected component of ``saliency ≥ threshold``. It is rescued when its
-    area is at least ``min_area_frac`` of the image and less than ``max_covered_frac`` of it is
-    covered by the union of the instance masks. The new instance's mask is the region minus the
-    pixels existing instances already hold (layers stay disjoint); ``label="object"``,
-    ``class_id=-1``, ``source="saliency"``, ``det_score`` = mean map value in the mask,
-    ``soft_mask`` = the map inside the mask (0 elsewhere). Ids continue after the largest
-    existing id, largest region first.
+    Salient regions are the 8-connected components of ``saliency ≥ threshold``. In each, the
+    pixels no instance mask covers are split into pieces (``_uncovered_pieces``: a ``gap_px``
+    strip along the instances' edges and thinner slivers are not pieces). A piece is rescued
+    when its area is at least ``min_area_frac`` of the image **and** at least
+    ``min_part_frac`` of the region's covered area: a salient region nobody covers (a class
+    COCO lacks) is rescued whole, and so is the uncovered half of one (the soapbox cart under
+    its detected riders), while the salient fringe of a detected person is not.
+
+    The new instance: ``label="object"``, ``class_id=-1``, ``source="saliency"``, ``det_score``
+    = mean map value in the mask, ``soft_mask`` = the map inside the mask (0 elsewhere); its mask
+    holds no pixel of an existing instance (layers stay disjoint). Ids continue after the
+    largest existing id, largest piece first.
 
     Args:
         instances: existing instances with ``H×W bool`` masks (may be empty).
         saliency: ``H×W float32`` in [0, 1].
-        min_area_frac: smallest region area as a share of ``H·W``, in (0, 1].
-        max_covered_frac: a region is rescued only if the covered share of its area is below
-            this, in [0, 1].
+        min_area_frac: smallest piece area as a share of ``H·W``, in (0, 1].
+        min_part_frac: smallest piece area as a share of the covered area of its salient
+            region, ≥ 0.
+        gap_px: width of the strip along existing masks that is never a piece, pixels; None
+            scales it with the image: ``max(RESCUE_GAP_PX, RESCUE_GAP_FRAC · max(H, W))``.
 
     Returns:
         ``list(instances)`` followed by the rescued instances.
@@ -275,24 +314,34 @@ def rescue_instances(
     _check_saliency(saliency, hw)
     if not 0.0 < min_area_frac <= 1.0:
         raise ValueError(f"min_area_frac must be in (0, 1], got {min_area_frac}")
-    if not 0.0 <= max_covered_frac <= 1.0:
-        raise ValueError(f"max_covered_frac must be in [0, 1], got {max_covered_frac}")
+    if not min_part_frac >= 0.0:
+        raise ValueError(f"min_part_frac must be >= 0, got {min_part_frac}")
+    if gap_px is None:
+        gap_px = max(RESCUE_GAP_PX, round(RESCUE_GAP_FRAC * max(hw)))
     covered = np.zeros(hw, bool)
     for instance in instances:
         covered |= check_mask(instance.mask, hw, f"instance {instance.id} mask")
     salient = (saliency >= threshold).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(salient, connectivity=8)
     min_area_px = min_area_frac * hw[0] * hw[1]
-    big = [label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] >= min_area_px]
-    big.sort(key=lambda label: -stats[label, cv2.CC_STAT_AREA])
+    pieces = []
+    for label in range(1, count):
+        if stats[label, cv2.CC_STAT_AREA] < min_area_px:
+            continue
+        rows, cols = _crop(labels == label, gap_px + 1)  # work on the region's box
+        region = labels[rows, cols] == label
+        covered_crop = covered[rows, cols]
+        covered_px = np.count_nonzero(region & covered_crop)
+        for piece in _uncovered_pieces(region, covered_crop, gap_px):
+            area_px = int(piece.sum())
+            if area_px >= min_area_px and area_px >= min_part_frac * covered_px:
+                full = np.zeros(hw, bool)
+                full[rows, cols] = piece
+                pieces.append((area_px, full))
+    pieces.sort(key=lambda item: -item[0])
     next_id = max((instance.id for instance in instances), default=-1) + 1
     result = list(instances)
-    for label in big:
-        region = labels == label
-        area_px = int(stats[label, cv2.CC_STAT_AREA])
-        if np.count_nonzero(region & covered) / area_px >= max_covered_frac:
-            continue
-        mask = region & ~covered
+    for _, mask in pieces:
         soft = np.where(mask, saliency, np.float32(0.0)).astype(np.float32)
         result.append(
             Instance(
