@@ -27,6 +27,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--set KEY=VALUE`` (into ``overrides``) and ``--device``: how every
+    command that builds a Remover (``layercut``, ``layercut serve``) is configured."""
+    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="layercut",
@@ -45,16 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--layers", action="store_true", help="write OUT/<name>/ ranked layers")
     parser.add_argument("--debug", action="store_true", help="write OUT/<name>.debug.png")
-    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    add_config_arguments(parser)
     parser.add_argument("--format", choices=["png", "webp"], default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of failures")

@@ -63,9 +63,7 @@ def absorb_fragments(
     if not 0.0 < min_share <= 1.0:
         raise ValueError(f"min_share must be in (0, 1], got {min_share}")
     if len(instances) != len(selection.decisions):
-        raise ValueError(
-            f"got {len(instances)} instances for {len(selection.decisions)} decisions"
-        )
+        raise ValueError(f"got {len(instances)} instances for {len(selection.decisions)} decisions")
     kept = [k for k, d in enumerate(selection.decisions) if d.role in KEPT_ROLES]
     dropped = [k for k, d in enumerate(selection.decisions) if d.role is Role.DROPPED]
     if not kept or not dropped:

@@ -28,6 +28,17 @@ DAVIS = shared_root() / "data" / "eval" / "davis2016_val"
 BREAKDANCE = DAVIS / "breakdance_00062"
 
 
+def salient_remover() -> Remover:
+    """The ``salient`` preset with the real int8 detector and ISNet, binary masks (no matting)."""
+    overrides = (
+        f"detect.weights={REAL_SEG}",
+        "detect.imgsz=320",
+        f"saliency.weights={ISNET}",
+        "refine.method=none",
+    )
+    return Remover.from_config("salient", overrides=overrides, device="cpu")
+
+
 def box_instance(index: int, mask: np.ndarray) -> Instance:
     return Instance(
         id=index, xyxy=mask_to_xyxy(mask), label="person", class_id=0, det_score=0.9, mask=mask
@@ -82,16 +93,7 @@ def test_breakdance_dancer_beats_the_map_alone(tmp_path):
         "files": {"image": str(BREAKDANCE / "image.jpg"), "mask": str(BREAKDANCE / "mask.png")},
     }  # absolute paths: the manifest's folder is only the base of relative ones
     manifest.write_text(json.dumps({"items": [entry]}))
-    remover = Remover.from_config(
-        "salient",
-        overrides=(
-            f"detect.weights={REAL_SEG}",
-            "detect.imgsz=320",
-            f"saliency.weights={ISNET}",
-            "refine.method=none",
-        ),
-        device="cpu",
-    )
+    remover = salient_remover()
     report = evaluate(manifest, remover, tmp_path / "run", EvalOptions("detector"), log=None)
     item = report["items"][0]
     assert item["status"] == "ok", item["error"]
@@ -128,16 +130,7 @@ def test_map_joins_a_fragmented_dancer_and_rescues_an_undetected_cart(tmp_path):
         for folder in (FRAGMENTED, CART)
     ]
     manifest.write_text(json.dumps({"items": entries}))
-    remover = Remover.from_config(
-        "salient",
-        overrides=(
-            f"detect.weights={REAL_SEG}",
-            "detect.imgsz=320",
-            f"saliency.weights={ISNET}",
-            "refine.method=none",
-        ),
-        device="cpu",
-    )
+    remover = salient_remover()
     report = evaluate(manifest, remover, tmp_path / "run", EvalOptions("detector"), log=None)
     dancer, cart = report["items"]
     assert dancer["status"] == "ok" and cart["status"] == "ok", (dancer["error"], cart["error"])

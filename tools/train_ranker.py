@@ -33,32 +33,16 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline.eval.dataset import load_dataset, load_ground_truth
 from pipeline.eval.proposals import gt_masks
-from pipeline.features import compute_features
+from pipeline.features import FEATURE_NAMES, compute_features
+from pipeline.features.salient import SALIENCY_NAMES
 from pipeline.stages.rank import PRIOR, LinearRanker
 from pipeline.types import Instance, mask_to_xyxy
 
 # Cues the ranker uses. Left out: partner_id (an id, not a quantity), det_score (1.0 for every
 # ground-truth proposal, so it carries nothing here) and the saliency cues (0 without a map; the
 # default pipeline runs none, and a weight learned on constants would be noise).
-RANK_FEATURES: tuple[str, ...] = (
-    "sharpness_rel_image",
-    "sharpness_rel_max",
-    "blur",
-    "motion_blur",
-    "truncation",
-    "trunc_left",
-    "trunc_top",
-    "trunc_right",
-    "trunc_bottom",
-    "area_frac",
-    "centrality",
-    "bottom_frac",
-    "box_fill",
-    "in_front",
-    "is_person",
-    "class_prior",
-    "interaction",
-    "contact",
+RANK_FEATURES: tuple[str, ...] = tuple(
+    name for name in FEATURE_NAMES if name not in ("partner_id", "det_score", *SALIENCY_NAMES)
 )
 KEPT_ROLES = ("main", "interacting")
 C_GRID = (0.01, 0.1, 1.0, 10.0)

@@ -14,6 +14,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from pipeline.cli import add_config_arguments
 from pipeline.serve.limits import MB, ServeLimits
 
 __all__ = ["ServeLimits", "build_parser", "create_app", "main"]
@@ -36,16 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="layercut serve", description="Serve the HTTP API and the web page.")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    add_config_arguments(parser)
     parser.add_argument(
         "--workers", type=int, default=defaults.workers, help="inference threads (1 model set each)"
     )

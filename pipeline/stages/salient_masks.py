@@ -246,9 +246,7 @@ def _nearest_owner(owner_of_mask: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
-def _uncovered_pieces(
-    region: np.ndarray, covered: np.ndarray, gap_px: int
-) -> list[np.ndarray]:
+def _uncovered_pieces(region: np.ndarray, covered: np.ndarray, gap_px: int) -> list[np.ndarray]:
     """The parts of a salient ``region`` (``H×W bool``) that no instance explains.
 
     Pixels within ``gap_px`` of a covered pixel are the covering instance's edge (the map and a
