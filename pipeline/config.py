@@ -52,7 +52,7 @@ class SaliencyConfig:
     min_mean_saliency: float = 0.3  # instances with a lower mean map value keep their own mask
     # Rescue of salient regions no instance covers (salient_masks.rescue_instances):
     rescue_min_area_frac: float = 0.005  # smallest rescued piece, share of the image area
-    rescue_min_part_frac: float = 0.2  # … and share of the covered part of its salient region
+    rescue_min_part_frac: float = 0.05  # … and share of the covered part of its salient region
     # Fragments (pipeline.select_saliency.absorb_fragments): a dropped instance with at least
     # absorb_min_share of its mask in the salient region of a kept one (map ≥ absorb_threshold,
     # grown from the kept instance's salient pixels) is part of it and kept with it.

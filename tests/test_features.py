@@ -126,6 +126,19 @@ def test_touching_object_interacts_distant_one_does_not():
     assert blurred_person["partner_id"] == -1.0  # persons pair with objects only
 
 
+def test_object_rescued_from_the_map_interacts_one_way():
+    scene = scenes.keep_scene()
+    # the same phone, but found by the salient map instead of the detector
+    instances = [
+        inst.replace(source="saliency", label="object") if inst.id == 1 else inst
+        for inst in scene.instances
+    ]
+    person, phone, *_ = [dict(i.features) for i in compute_features(scene.image, instances)]
+    assert phone["interaction"] > 0.7 and phone["partner_id"] == 0.0  # kept with its holder
+    # … but it does not make the person look like someone holding a thing
+    assert person["partner_id"] != 1.0 and person["interaction"] < 0.2  # only the far object
+
+
 def test_class_prior_and_person_flag():
     person, phone, *_ = features_of(scenes.keep_scene())
     assert person["is_person"] == 1.0 and phone["is_person"] == 0.0

@@ -108,7 +108,9 @@ def compute_features(
     focus = focus_features([focus_raw(maps, view) for view in views], maps.image_lap_rms)
     in_front = in_front_features(views)
     labels = [inst.label for inst in instances]
-    interaction = interaction_features(views, labels, [inst.id for inst in instances], grid)
+    ids = [inst.id for inst in instances]
+    one_way = [inst.source == "saliency" for inst in instances]
+    interaction = interaction_features(views, labels, ids, grid, one_way)
     out = []
     for k, (inst, view) in enumerate(zip(instances, views, strict=True)):
         values: dict[str, float] = {

@@ -135,17 +135,30 @@ def pair_cues(obj: MaskView, person: MaskView, contact_px: int) -> dict[str, flo
 
 
 def interaction_features(
-    views: Sequence[MaskView], labels: Sequence[str], ids: Sequence[int], grid: Grid
+    views: Sequence[MaskView],
+    labels: Sequence[str],
+    ids: Sequence[int],
+    grid: Grid,
+    one_way: Sequence[bool] | None = None,
 ) -> list[dict[str, float]]:
     """Strongest person–object interaction of every instance.
 
+    ``one_way[k]`` marks an object whose interaction counts for itself only (its person's cues
+    are left as if it did not exist): a region rescued from the salient map (source
+    ``"saliency"``) may be a held thing the detector missed, so it can be kept with its person,
+    but it may as well be a salient scrap of a bystander, which must not make that bystander
+    look like a subject holding something.
+
     Returns per instance:
         interaction: in [0, 1]; for an object the largest ``pair_cues`` interaction over the
-            persons, for a person the largest over the objects; 0 when there is no counterpart.
+            persons, for a person the largest over the (two-way) objects; 0 when there is no
+            counterpart.
         contact: the ``contact`` share of that strongest pair, in [0, 1].
         partner_id: the ``Instance.id`` of that counterpart as a float, -1.0 when none (or
             when every pair scores 0).
     """
+    if one_way is None:
+        one_way = [False] * len(views)
     contact_px = max(2, round(CONTACT_DIAG_FRAC * grid.diag_px))
     persons = [k for k, label in enumerate(labels) if label == PERSON_LABEL]
     objects = [k for k, label in enumerate(labels) if label != PERSON_LABEL]
@@ -156,7 +169,7 @@ def interaction_features(
             value = cues["interaction"]
             if value <= 0.0:
                 continue
-            for me, other in ((o, p), (p, o)):
+            for me, other in ((o, p), (p, o)) if not one_way[o] else ((o, p),):
                 if value > best[me]["interaction"]:
                     best[me] = {
                         "interaction": value,
