@@ -100,6 +100,22 @@ def test_truncation_counts_the_frame_per_side():
     assert bottom["trunc_bottom"] > 0.0 and bottom["trunc_right"] == 0.0
 
 
+def test_mask_ending_a_few_pixels_short_of_the_frame_is_truncated():
+    hw = (200, 300)  # tolerance: 1 % of 200 = 2 px
+    masks = []
+    for gap_px in (0, 2, 3):
+        mask = np.zeros(hw, bool)
+        mask[60:140, 200 : 300 - gap_px] = True  # a detector mask stopping short of the edge
+        masks.append(mask)
+    scene = scenes.Scene(
+        scenes.texture(hw, 2), [scenes.instance(k, m) for k, m in enumerate(masks)]
+    )
+    exact, short, clear = features_of(scene)
+    assert exact["trunc_right"] == pytest.approx(80 / 356)
+    assert short["trunc_right"] == pytest.approx(exact["trunc_right"], abs=0.01)
+    assert clear["trunc_right"] == 0.0 and clear["truncation"] == 0.0
+
+
 def test_full_frame_mask_is_all_frame():
     hw = (40, 60)
     scene = scenes.Scene(scenes.texture(hw, 1), [scenes.instance(0, np.ones(hw, bool))])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.features.grid import MaskView
+from pipeline.features.grid import MaskView, frame_sides
 
 # in-front votes closer than this share of the smaller mask are a tie (decided by ground contact)
 IN_FRONT_TIE_FRAC = 0.02
@@ -51,6 +51,9 @@ def layout_features(view: MaskView, work_hw: tuple[int, int]) -> dict[str, float
 def truncation_features(view: MaskView, work_hw: tuple[int, int]) -> dict[str, float]:
     """How much of the mask's outline is the image frame (the object continues outside).
 
+    A side counts when the mask reaches it up to ``grid.frame_tolerance_px`` (a detector mask
+    often ends a few pixels short of the frame that cuts the object).
+
     Returns shares of the mask's boundary pixels (``MaskView.boundary``), each in [0, 1]:
         truncation: boundary pixels lying on any side of the frame / all boundary pixels.
         trunc_left, trunc_top, trunc_right, trunc_bottom: the same for one side (a corner
@@ -61,12 +64,14 @@ def truncation_features(view: MaskView, work_hw: tuple[int, int]) -> dict[str, f
     boundary_px = int(view.boundary.sum())
     if view.empty or boundary_px == 0:
         return dict.fromkeys(names, 0.0)
-    height, width = work_hw
     crop = view.crop
-    left = int(crop[:, 0].sum()) if view.x0 == 0 else 0
-    right = int(crop[:, -1].sum()) if view.x1 == width else 0
-    top = int(crop[0, :].sum()) if view.y0 == 0 else 0
-    bottom = int(crop[-1, :].sum()) if view.y1 == height else 0
+    at_top, at_bottom, at_left, at_right = frame_sides(
+        (view.y0, view.x0, view.y1, view.x1), work_hw
+    )
+    left = int(crop[:, 0].sum()) if at_left else 0
+    right = int(crop[:, -1].sum()) if at_right else 0
+    top = int(crop[0, :].sum()) if at_top else 0
+    bottom = int(crop[-1, :].sum()) if at_bottom else 0
     total = int(view.on_frame.sum())
     values = (total, left, top, right, bottom)
     return {name: count / boundary_px for name, count in zip(names, values, strict=True)}
