@@ -124,6 +124,18 @@ def test_saliency_of_the_wrong_shape_or_dtype_is_refused():
         rescue_instances([instance], np.zeros((50, 60), np.float32), 0.01, 0.2)
 
 
+def test_core_gives_way_only_where_the_map_is_sure_it_is_background():
+    instance = make_instance(box_mask(slice(20, 80), slice(20, 100)))
+    saliency = np.zeros(HW, np.float32)
+    saliency[20:80, 20:100] = 0.9
+    saliency[35:65, 70:90] = 0.0  # a bystander's torso inside the coarse mask: sure background
+    saliency[35:65, 30:45] = 0.2  # a faint, motion-blurred limb: not sure, stays
+    refined = refine_with_saliency(instance, saliency, band_px=5)
+    assert not refined.mask[36:64, 71:89].any()
+    assert refined.mask[35:65, 30:45].all()
+    assert refined.soft_mask[50, 80] == 0.0 and refined.soft_mask[50, 35] == 1.0
+
+
 # -- two instances in one salient region ----------------------------------------------------------
 def test_touching_instances_keep_their_cores():
     person = make_instance(box_mask(slice(20, 60), slice(30, 70)), 0, "person")
