@@ -18,7 +18,8 @@ Measured on the 20 DAVIS items of ../shared/data/eval (yolov8n-seg int8 at 320 p
 medium, prior ranker; mean IoU of the kept region with the GT main object): without this step
 0.901, with threshold 0.2 / min_share 0.3 0.920 (breakdance_00021 0.38 → 0.77); min_share 0.5
 gives 0.901 (the dancer's leg piece is 30–50 % inside), threshold 0.15 lets a crowd member in
-(0.911). Measured before the rescue's ``min_part_frac`` went from 0.2 to 0.05 (0.924 now, with the core rule of ``salient_masks``).
+(0.911). Measured before the rescue's ``min_part_frac`` went from 0.2 to 0.05 (0.924 now,
+with the core rule of ``salient_masks``).
 
 Masks are ``H×W bool``; the map ``H×W float32`` in [0, 1].
 """
