@@ -86,8 +86,12 @@ class SelectConfig:
 class RefineConfig:
     """Edge refinement with pymatting."""
 
-    method: str = "closed_form"  # closed_form | rembg | none (binary mask as alpha)
+    method: str = "matting"  # matting | closed_form | rembg | none (binary mask as alpha)
+    estimator: str = "shared"  # matting's pymatting estimator: shared | closed_form
     band_px: int = 0  # unknown band half-width; 0 = adapt to object size and edges
+    band_frac: float = 0.02  # adaptive band half-width, share of sqrt(object area in px)
+    edge_gain: float = 1.0  # band up to (1 + edge_gain)× wider where the edge is high-frequency
+    expansion_px: int = 1  # shared matting: known regions grow this far into similar colours
     max_solve_px: int = 1_000_000  # downscale the crop for the alpha solve above this
     margin_frac: float = 0.08  # crop margin around the box, share of the box side
 

@@ -1,12 +1,16 @@
 """Refine stage on synthetic scenes with a known alpha: a disc with a linear ramp edge,
 composited from a foreground colour F over a background colour B."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from pipeline.config import RefineConfig
 from pipeline.stages.refine import (
+    ESTIMATORS,
     BinaryRefiner,
     MattingRefiner,
     RembgRecipeRefiner,
@@ -14,13 +18,14 @@ from pipeline.stages.refine import (
     crop_box,
     guided_upsample,
     resize,
+    solve_alpha,
 )
 from pipeline.stages.trimap import base_band_px, rembg_trimap, trimap_from_mask
 from pipeline.types import Instance
 
 F = np.array([230.0, 200.0, 40.0])
 B = np.array([20.0, 60.0, 160.0])
-METHODS = ["closed_form", "rembg", "none"]
+METHODS = ["matting", "closed_form", "rembg", "none"]
 
 
 def disc_alpha(h, w, radius, ramp_px, centre=None):
@@ -63,7 +68,7 @@ def check_matte(matte, hw):
     assert 0 <= matte.x0 and 0 <= matte.y0 and matte.x0 + w <= hw[1] and matte.y0 + h <= hw[0]
 
 
-@pytest.mark.parametrize("method", ["closed_form", "rembg"])
+@pytest.mark.parametrize("method", ["matting", "closed_form", "rembg"])
 def test_matting_beats_the_binary_mask(method):
     image, alpha = disc_scene()
     inst = instance_of(alpha >= 0.5)
@@ -282,7 +287,83 @@ def test_bad_inputs_and_unknown_method():
         MattingRefiner(RefineConfig(), upsample="nearest")
     kinds = {m: type(build_refiner(RefineConfig(method=m))) for m in METHODS}
     assert kinds == {
+        "matting": MattingRefiner,
         "closed_form": MattingRefiner,
         "rembg": RembgRecipeRefiner,
         "none": BinaryRefiner,
     }
+
+
+def shifted_mask(alpha, shift_px):
+    """A segmenter-like mask: the true edge moved outward by ``shift_px`` on the right half and
+    inward on the left half (``alpha`` of a disc scene)."""
+    grow = ndimage.binary_dilation(alpha >= 0.5, iterations=shift_px)
+    shrink = ndimage.binary_erosion(alpha >= 0.5, iterations=shift_px)
+    half = np.arange(alpha.shape[1]) >= alpha.shape[1] // 2
+    return np.where(half[None, :], grow, shrink)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_estimators_recover_a_ramp_edge_from_a_shifted_mask(estimator):
+    # a 220 px disc gets a 4 px band (band_frac 0.02), enough for an edge 3 px off
+    image, alpha = disc_scene(h=300, w=360, radius=110, ramp_px=8)
+    inst = instance_of(shifted_mask(alpha, 3))
+    binary = BinaryRefiner().refine(image, inst)
+    refiner = MattingRefiner(RefineConfig(estimator=estimator))
+    refined = refiner.refine(image, inst)
+    check_matte(refined, alpha.shape)
+    assert sad(refined, alpha) < 0.15 * sad(binary, alpha)
+
+
+def test_closed_form_method_is_the_matting_refiner_with_levins_estimator():
+    refiner = build_refiner(RefineConfig(method="closed_form"))
+    assert refiner.config.estimator == "closed_form"
+    assert build_refiner(RefineConfig()).config.estimator == "shared"
+    with pytest.raises(ValueError, match="refine.estimator must be one of"):
+        MattingRefiner(RefineConfig(estimator="knn"))
+    trimap = np.full((10, 10), 0.5)
+    trimap[:, :3], trimap[:, 7:] = 0.0, 1.0
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        solve_alpha(np.zeros((10, 10, 3), np.uint8), trimap, trimap, estimator="magic")
+
+
+def test_band_frac_scales_the_adaptive_band():
+    flat = np.full((300, 300, 3), 128, np.uint8)
+    mask = np.zeros((300, 300), bool)
+    mask[50:250, 50:250] = True
+    narrow = band_width_px(trimap_from_mask(flat, mask, band_frac=0.01), 150)
+    wide = band_width_px(trimap_from_mask(flat, mask, band_frac=0.04), 150)
+    assert wide >= 3 * narrow > 0
+    assert base_band_px(200 * 200, band_frac=0.04) == 8
+
+
+def test_semi_transparent_interior_stays_soft():
+    """A glass disc: opaque rim, α = 0.4 inside; a soft mask that says so keeps it soft."""
+    alpha = disc_alpha(160, 160, 60, 2)
+    inner = disc_alpha(160, 160, 45, 2)
+    alpha = alpha - 0.6 * inner
+    image = compose(alpha, seed=3)
+    soft = alpha.copy()  # the segmenter's soft mask knows the pane is partly transparent
+    matte = build_refiner(RefineConfig()).refine(image, instance_of(alpha >= 0.2, soft))
+    full = matte.full_alpha(alpha.shape)
+    pane = inner > 0.99
+    assert 0.25 < float(full[pane].mean()) < 0.55
+    assert float(np.abs(full[pane] - 0.4).mean()) < 0.1
+
+
+def test_gt_trimap_proposal_carries_the_unknown_region():
+    from pipeline.eval.dataset import EvalItem, GroundTruth
+    from pipeline.eval.proposals import make_proposals
+
+    alpha = disc_alpha(60, 80, 20, 6)
+    trimap = np.where(alpha >= 1, 255, np.where(alpha <= 0, 0, 128)).astype(np.uint8)
+    image = compose(alpha)
+    item = EvalItem("disc", "synthetic", "matting", "alpha", Path("disc.png"))
+    for gt_trimap in (trimap, None):
+        gt = GroundTruth(image, alpha, alpha > 0.5, None, (), (), gt_trimap)
+        (inst,) = make_proposals("gt-trimap", item, gt)
+        unknown = inst.soft_mask == 0.5
+        assert unknown.any() and inst.mask[unknown].all()
+        assert (inst.soft_mask[(alpha >= 1) & ~unknown] == 1).all()
+        refined = build_refiner(RefineConfig(band_px=1)).refine(image, inst)
+        assert sad(refined, alpha) < 0.5 * float(np.abs((alpha > 0.5) - alpha).sum())

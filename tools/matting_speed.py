@@ -1,7 +1,7 @@
 """Median time of the refine stage on a synthetic photo with one subject.
 
-    python tools/matting_speed.py                       # 12 MP, closed_form and none, 5 runs
-    python tools/matting_speed.py --mp 12 --runs 3 --methods closed_form rembg
+    python tools/matting_speed.py                       # 12 MP, matting and none, 5 runs
+    python tools/matting_speed.py --mp 12 --runs 3 --methods matting closed_form rembg
 
 The photo is ``--mp`` megapixels at 4:3 with one elliptical subject covering about a quarter of
 the frame (a yellow object with a soft 6 px edge over a blue, lightly textured background);
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mp", type=float, default=12.0, help="photo size in megapixels")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--methods", nargs="+", default=["closed_form", "none"], choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["matting", "none"], choices=METHODS)
     parser.add_argument("--max-solve-px", type=int, default=RefineConfig().max_solve_px)
     args = parser.parse_args(argv)
 
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         config = RefineConfig(method=method, max_solve_px=args.max_solve_px)
         variants = [(method, build_refiner(config))]
-        if method == "closed_form":
-            variants.append(("closed_form bilinear", MattingRefiner(config, upsample="bilinear")))
+        if method == "matting":
+            variants.append(("matting bilinear", MattingRefiner(config, upsample="bilinear")))
         for name, refiner in variants:
             seconds = time_method(refiner, image, instance, args.runs)
             matte = refiner.refine(image, instance)

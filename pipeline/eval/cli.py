@@ -1,6 +1,6 @@
 """``layercut eval``: evaluate on a dataset, or compare two evaluation runs.
 
-    layercut eval MANIFEST|FOLDER -o DIR [--proposals detector|gt|gt-jittered]
+    layercut eval MANIFEST|FOLDER -o DIR [--proposals detector|gt|gt-jittered|gt-trimap]
                   [--config F] [--set section.key=value …] [--limit N] [--sets A,B] [--seed S]
     layercut eval --compare RUN_A RUN_B -o DIR [--threshold metric=value|metric=N% …]
 

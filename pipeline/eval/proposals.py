@@ -11,6 +11,10 @@
   smooth random field of a few pixels, re-thresholded after a blur (corners rounded, thin
   structures lost), opened (thin parts lost) and a few small holes punched. Deterministic for
   a seed and an item name.
+- ``gt-trimap`` (matting upper bound): one instance whose mask is the GT trimap's foreground
+  and unknown pixels and whose ``soft_mask`` is 0.5 on the unknown ones, so the refiner solves
+  exactly there (run it with a small ``refine.band_px``). Items without a trimap get one from
+  the GT alpha: 0 < α < 1 dilated by 3 px is unknown, as the matting metrics measure it.
 
 Every instance has ``source="gt"``, ``class_id=-1``, ``det_score=1.0`` and ids ``0..N-1``.
 """
@@ -26,7 +30,7 @@ import numpy as np
 from pipeline.eval.dataset import EvalItem, GroundTruth
 from pipeline.types import Instance, mask_to_xyxy
 
-PROPOSAL_MODES = ("detector", "gt", "gt-jittered")
+PROPOSAL_MODES = ("detector", "gt", "gt-jittered", "gt-trimap")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,26 @@ def jittered_proposals(
     return out
 
 
+def trimap_proposals(item: EvalItem, gt: GroundTruth) -> list[Instance]:
+    """One instance carrying the GT trimap (see the module docstring); empty without GT."""
+    from pipeline.eval.metrics_matting import unknown_region
+
+    if gt.alpha is None and gt.trimap is None:
+        return []
+    if gt.trimap is not None:
+        unknown = (gt.trimap != 0) & (gt.trimap != 255)
+        foreground = gt.trimap == 255
+    else:
+        unknown = unknown_region(gt.alpha)
+        foreground = gt.alpha >= 1.0
+    mask = foreground | unknown
+    if not mask.any():
+        return []
+    soft = np.where(unknown, np.float32(0.5), foreground.astype(np.float32))
+    label = item.instance_labels.get(1, "object")
+    return [_instance(0, mask, label).replace(soft_mask=soft)]
+
+
 def make_proposals(
     mode: str, item: EvalItem, gt: GroundTruth, seed: int = 0
 ) -> list[Instance] | None:
@@ -142,4 +166,6 @@ def make_proposals(
         return gt_proposals(item, gt)
     if mode == "gt-jittered":
         return jittered_proposals(item, gt, seed)
+    if mode == "gt-trimap":
+        return trimap_proposals(item, gt)
     raise ValueError(f"proposals must be one of {', '.join(PROPOSAL_MODES)}, got {mode!r}")

@@ -68,7 +68,7 @@ class RemoverLike(Protocol):
 
 @dataclass(frozen=True)
 class EvalOptions:
-    proposals: str = "gt"  # detector | gt | gt-jittered
+    proposals: str = "gt"  # detector | gt | gt-jittered | gt-trimap
     seed: int = 0  # for gt-jittered
     limit: int | None = None  # evaluate only the first N items
     thumb_px: int = thumbs.DEFAULT_THUMB_PX
@@ -95,6 +95,11 @@ def header_note(options: EvalOptions) -> str:
             "Instances come from ground truth (--proposals gt): ranking, selection and matting "
             "are measured without a detector. The product's pretrained detector and SAM cannot "
             "be downloaded on the evaluation machine, so this is how quality is measured there."
+        )
+    if options.proposals == "gt-trimap":
+        return (
+            "Instances carry the ground-truth trimap (--proposals gt-trimap): the matting "
+            "upper bound, the refiner solves only the trimap's unknown pixels."
         )
     if options.proposals == "gt-jittered":
         return (

@@ -1,25 +1,33 @@
 """Edge refinement with pymatting: a soft alpha and decontaminated colours per instance.
 
 Methods (``refine.method``):
-- ``closed_form`` (``MattingRefiner``): trimap with a band adapted to the instance
-  (``trimap.trimap_from_mask``), pymatting's closed-form alpha (Levin et al.) on a crop around
-  the instance. A crop larger than ``max_solve_px`` is solved at reduced resolution and brought
-  back with a fast guided filter (``guided_upsample``) steered by the full-resolution photo;
-  ``estimate_foreground_ml`` then runs at full resolution on the crop. Closed form is the
-  estimator: on this CPU it costs ≈ 1.1 s for 0.87 MP with a thin band where KNN takes ≈ 20 s
-  and LKM ≈ 12 s (DESIGN.md cost table).
+- ``matting`` (``MattingRefiner``, the default): trimap with a band adapted to the instance
+  (``trimap.trimap_from_mask``: ``band_frac`` of sqrt(area), up to ``1 + edge_gain`` times
+  wider where the image is high-frequency near the edge), alpha from pymatting's estimator
+  ``refine.estimator`` on a crop around the instance. A crop larger than ``max_solve_px`` is
+  solved at reduced resolution and brought back with a fast guided filter
+  (``guided_upsample``) steered by the full-resolution photo; ``estimate_foreground_ml`` then
+  runs at full resolution on the crop. Estimators: ``shared`` (shared sampling, the default)
+  and ``closed_form`` (Levin et al.); KNN (≈ 20 s for 0.87 MP) and LKM (≈ 12 s) cost too much
+  for the 12 MP budget (DESIGN.md cost table).
+- ``closed_form``: the same refiner with the closed-form estimator (the previous default).
 - ``rembg`` (``RembgRecipeRefiner``): rembg's ``alpha_matting_cutout`` recipe, for comparison.
 - ``none`` (``BinaryRefiner``): the binary mask as alpha.
 
-Measured on this 2-core CPU, 10 alpha-matting items of ../shared/data/eval (alphamatting_train
-and the full-size adobe_dim_composites, 0.4–7.1 MP), mask = GT alpha ≥ 0.5 / a coarse mask
-(GT 8× down- and upsampled), total SAD/1000 and total seconds: none 656 / 736; closed_form
-with guided upsampling 555 / 623 (18 s / 11 s); with bilinear upsampling 569 / 631 (16 s /
-10 s); rembg recipe 576 / 644 (34 s / 19 s). ``tools/matting_speed.py``: a 12 MP photo with
-one subject (23 % of the frame) refines in a median 1.95 s (guided), 1.1 s (bilinear).
+Measured on this 2-core CPU (issue #5), the 20 GT-alpha items of ../shared/data/eval with
+``layercut eval --proposals gt-jittered --seed 0 --set select.max_truncation_frac=1``, mean
+SAD / Grad per item, alphamatting_train (2) | adobe_dim_composites (18): binary 185.9 / 353.6
+| 23.2 / 36.5; rembg recipe 159.6 / 161.6 | 20.1 / 19.9; closed_form 107.2 / 88.7 | 21.3 /
+21.0; matting (shared, band_frac 0.02, expansion 1 px) 76.8 / 58.3 | 16.2 / 11.5, i.e. SAD
+−52 % | −20 % and Grad −64 % | −42 % against rembg (the adobe SAD goal of −25 % is missed: the
+glass bulb, whose whole interior is α ≈ 0.2 where the mask says background, is a third of it).
+``tools/matting_speed.py``: a 12 MP photo with one subject (23 % of the frame) refines in a
+median 2.3 s (closed_form 2.1 s, rembg 1.6 s).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -29,7 +37,8 @@ from pipeline.config import RefineConfig
 from pipeline.stages.trimap import base_band_px, rembg_trimap, trimap_from_mask
 from pipeline.types import Instance, Matte, check_image, check_mask
 
-METHODS = ("closed_form", "rembg", "none")
+METHODS = ("matting", "closed_form", "rembg", "none")
+ESTIMATORS = ("shared", "closed_form")
 UPSAMPLERS = ("guided", "bilinear")
 
 
@@ -129,22 +138,39 @@ def _check_instance(image: np.ndarray, instance: Instance) -> None:
     check_mask(instance.mask, image.shape[:2], "instance.mask")
 
 
-def solve_alpha(image: np.ndarray, trimap: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Closed-form alpha for an ``h×w×3 uint8`` image and an ``h×w float64`` trimap (0/0.5/1).
+def solve_alpha(
+    image: np.ndarray,
+    trimap: np.ndarray,
+    fallback: np.ndarray,
+    estimator: str = "shared",
+    expansion_px: int = 1,
+) -> np.ndarray:
+    """Alpha for an ``h×w×3 uint8`` image and an ``h×w float64`` trimap (0/0.5/1).
 
-    Returns ``h×w float64`` in [0, 1]. Without unknown pixels there is nothing to solve, and
-    without both known foreground and known background the problem is undetermined (pymatting
-    raises): ``fallback`` (``h×w`` in [0, 1], the mask itself) is returned in those cases
-    without calling the solver.
+    ``estimator``: ``"shared"`` (pymatting's ``estimate_alpha_sm``, Gastal & Oliveira's shared
+    sampling: colour samples gathered along rays into the known regions, known regions first
+    grown by ``expansion_px`` into pixels of near-identical colour) or ``"closed_form"``
+    (``estimate_alpha_cf``, Levin et al.). Returns ``h×w float64`` in [0, 1]. Without unknown
+    pixels there is nothing to solve, and without both known foreground and known background
+    the problem is undetermined: ``fallback`` (``h×w`` in [0, 1], the mask itself) is returned
+    in those cases without calling the solver.
     """
-    from pymatting import estimate_alpha_cf
-
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     known_fg = trimap >= 0.9  # pymatting's own thresholds (trimap_split)
     known_bg = trimap <= 0.1
     unknown = ~(known_fg | known_bg)
     if not unknown.any() or not known_fg.any() or not known_bg.any():
         return fallback.astype(np.float64)
-    alpha = estimate_alpha_cf(image.astype(np.float64) / 255.0, trimap)
+    pixels = image.astype(np.float64) / 255.0
+    if estimator == "shared":
+        from pymatting import estimate_alpha_sm
+
+        alpha = estimate_alpha_sm(pixels, trimap, trimap_expansion_radius=max(0, expansion_px))
+    else:
+        from pymatting import estimate_alpha_cf
+
+        alpha = estimate_alpha_cf(pixels, trimap)
     return np.clip(alpha, 0.0, 1.0)
 
 
@@ -175,6 +201,10 @@ class MattingRefiner:
     def __init__(self, config: RefineConfig, upsample: str = "guided"):
         if upsample not in UPSAMPLERS:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
+        if config.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"refine.estimator must be one of {', '.join(ESTIMATORS)}, got {config.estimator!r}"
+            )
         self.config = config
         self.upsample = upsample
         self.last_scale = 1.0
@@ -197,10 +227,18 @@ class MattingRefiner:
             self.last_scale = scale
             alpha = self._solve_downscaled(crop, mask, soft, fallback, scale)
         else:
-            trimap = trimap_from_mask(crop, mask, self.config.band_px, soft)
-            alpha = solve_alpha(crop, trimap, fallback)
+            trimap = self._trimap(crop, mask, self.config.band_px, soft)
+            alpha = self._solve(crop, trimap, fallback)
         alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
         return Matte(alpha, foreground_colours(crop, alpha), x0, y0)
+
+    def _trimap(self, image, mask, band_px, soft) -> np.ndarray:
+        cfg = self.config
+        return trimap_from_mask(image, mask, band_px, soft, cfg.edge_gain, cfg.band_frac)
+
+    def _solve(self, image, trimap, fallback) -> np.ndarray:
+        cfg = self.config
+        return solve_alpha(image, trimap, fallback, cfg.estimator, cfg.expansion_px)
 
     def _solve_downscaled(self, crop, mask, soft, fallback, scale) -> np.ndarray:
         """Alpha solved on the crop resized by ``scale`` and brought back to ``h×w float32``."""
@@ -213,13 +251,13 @@ class MattingRefiner:
         if soft is not None:
             small_soft = np.clip(resize(soft, size_wh, Image.Resampling.BILINEAR), 0, 1)
         # the band is sized on the full-resolution object, then expressed in solve pixels
-        band_px = self.config.band_px or base_band_px(int(mask.sum()))
+        band_px = self.config.band_px or base_band_px(int(mask.sum()), self.config.band_frac)
         small_band_px = max(1, round(band_px * scale))
-        small_trimap = trimap_from_mask(small, small_mask, small_band_px, small_soft)
+        small_trimap = self._trimap(small, small_mask, small_band_px, small_soft)
         if not ((small_trimap > 0.1) & (small_trimap < 0.9)).any():
             return fallback.astype(np.float32)  # nothing is unknown: the mask as is
         small_fallback = small_mask if small_soft is None else small_soft
-        small_alpha = solve_alpha(small, small_trimap, small_fallback)
+        small_alpha = self._solve(small, small_trimap, small_fallback)
         if self.upsample == "guided":
             alpha = guided_upsample(small, small_alpha, crop)
         else:
@@ -307,8 +345,10 @@ class BinaryRefiner:
 
 def build_refiner(config: RefineConfig):
     """The ``Refiner`` named by ``config.method``; unknown names raise ``ValueError``."""
-    if config.method == "closed_form":
+    if config.method == "matting":
         return MattingRefiner(config)
+    if config.method == "closed_form":  # the same refiner with Levin et al.'s estimator
+        return MattingRefiner(replace(config, estimator="closed_form"))
     if config.method == "rembg":
         return RembgRecipeRefiner(config)
     if config.method == "none":

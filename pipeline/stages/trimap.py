@@ -14,16 +14,16 @@ from scipy import ndimage
 UNKNOWN = 0.5
 
 
-def base_band_px(area_px: int, band_frac: float = 0.01, min_px: int = 2, max_px: int = 30) -> int:
+def base_band_px(area_px: int, band_frac: float = 0.02, min_px: int = 2, max_px: int = 30) -> int:
     """Half-width of the unknown band for an object of ``area_px`` pixels: ``band_frac`` of the
-    square root of the area (a 1000×1000 object gets 10 px), clamped to ``[min_px, max_px]``.
+    square root of the area (a 1000×1000 object gets 20 px), clamped to ``[min_px, max_px]``.
 
-    ``band_frac`` measured on the 10 alpha-matting items of ../shared/data/eval
-    (alphamatting_train + adobe_dim_composites full size; solve ≤ 1 MP, edge_gain 1; total SAD
-    / 1000 from the GT alpha thresholded at 0.5, and from a coarse mask made by 8× down- and
-    upsampling it; binary 656 / 736): 0.02 → 573 / 637 in 33 s of solving, 0.015 → 555 / 624
-    in 22 s, 0.01 → 555 / 623 in 11 s, 0.007 → 549 / 621 in 7 s. 0.01 keeps most of the
-    accuracy and leaves room for masks coarser than the test's.
+    ``band_frac`` measured on the 20 GT-alpha items of ../shared/data/eval (alphamatting_train,
+    adobe_dim_composites) with ``--proposals gt-jittered`` masks, seed 0, solve ≤ 1 MP,
+    edge_gain 1; mean SAD adobe / alphamatting. Closed form: 0.01 → 20.2 / 125, 0.02 → 21.2 /
+    106, 0.03 → 22.4 / 107 (a wider band only helps hair). Shared matting (expansion 10 px):
+    0.01 → 17.7 / 88, 0.02 → 16.8 / 78, 0.04 → 20.1 / 87. Sampling copes with a wider band than
+    closed form; 0.02 is the default (``RefineConfig.band_frac``).
     """
     return int(np.clip(round(band_frac * np.sqrt(max(area_px, 0))), min_px, max_px))
 
@@ -44,6 +44,7 @@ def trimap_from_mask(
     band_px: int = 0,
     soft_mask: np.ndarray | None = None,
     edge_gain: float = 1.0,
+    band_frac: float = 0.02,
 ) -> np.ndarray:
     """Trimap for one instance on a crop.
 
@@ -56,6 +57,7 @@ def trimap_from_mask(
             solved rather than forced to 0 or 1.
         edge_gain: how much wider the band gets where the boundary is high-frequency
             (1.0: up to twice as wide).
+        band_frac: ``base_band_px``'s share of sqrt(area) when ``band_px`` is 0.
 
     Returns:
         ``h×w float64`` trimap: 0 background, 1 foreground, 0.5 unknown.
@@ -64,7 +66,7 @@ def trimap_from_mask(
         raise ValueError(f"image must be h×w×3 uint8, got {image.shape} {image.dtype}")
     if mask.shape != image.shape[:2] or mask.dtype != np.bool_:
         raise ValueError(f"mask must be {image.shape[:2]} bool, got {mask.shape} {mask.dtype}")
-    base = band_px if band_px > 0 else base_band_px(int(mask.sum()))
+    base = band_px if band_px > 0 else base_band_px(int(mask.sum()), band_frac)
     # distance of every pixel to the mask boundary, inside and outside; the image frame is no
     # boundary (an object cut by the frame gets no band along it), and a mask that fills or
     # misses the whole crop has no boundary at all (scipy's EDT would measure to a phantom)
