@@ -81,8 +81,8 @@ def render(run_dir: Path, chosen: list[dict], kinds: list[str], key: str, captio
     for item, row, height in zip(chosen, rows, heights, strict=True):
         metrics = item.get("metrics") or {}
         shown = " ".join(f"{m}={metric_value(metrics, m):.3f}" for m in captions)
-        draw.text((GAP_PX, top + 3), f"{item['name']}  {key}={item['_value']:+.3f}  {shown}",
-                  fill="black")  # fmt: skip
+        head = item["name"] if key in captions else f"{item['name']}  {key}={item['_value']:+.3f}"
+        draw.text((GAP_PX, top + 3), f"{head}  {shown}", fill="black")
         for col, thumb in enumerate(row):
             if thumb is not None:
                 sheet.paste(thumb, (GAP_PX + col * (CELL_PX + GAP_PX), top + CAPTION_PX))
