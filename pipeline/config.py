@@ -73,6 +73,10 @@ class SelectConfig:
 
     keep: str = "main"  # main | all | interacting
     main_rel_score: float = 0.75  # co-main subjects score at least this share of the top score
+    # with a salient map, co-subjects are at least this share as salient inside as the top one
+    co_subject_min_saliency_rel: float = 0.5
+    # … and a region rescued from the map is a co-subject only if this share of the top's area
+    co_subject_min_rescued_area_rel: float = 0.5
     min_sharpness_rel: float = 0.35  # portability: sharpness / sharpest instance
     max_truncation_frac: float = 0.35  # portability: share of the box border on the frame edge
     min_area_frac: float = 0.002  # portability: smallest kept mask area / image area

@@ -14,8 +14,10 @@ Rules (thresholds from ``SelectConfig``):
    ``main_rel_score ×`` its score (co-subjects) → ``Role.MAIN``, except objects held by a main
    person, which take ``Role.INTERACTING`` (rule 3) so the reason names the relation.
    Candidates are the portable instances (``main``, ``all``) or the portable people
-   (``interacting``). Scores outside [0, 1] are first squashed with the logistic function
-   (monotone, so the order stays) so the ratio test works whatever the ranker's scale.
+   (``interacting``). With a salient map two vetoes apply to co-subjects
+   (``_co_subject_veto``): a bystander the map leaves dark, and a small rescued region. Scores
+   outside [0, 1] are first squashed with the logistic function (monotone, so the order stays)
+   so the ratio test works whatever the ranker's scale.
 3. **Interaction.** A non-person whose strongest partner (``partner_id``) is a kept person and
    whose ``interaction ≥ min_interaction`` → ``Role.INTERACTING``. It is kept even when it fails
    the truncation or area gate (a held phone is small, a ridden bike may be cut by the frame:
@@ -158,7 +160,9 @@ def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectCo
         top = candidates[0]
         threshold = config.main_rel_score * scores[top]
         for k in candidates:
-            if k == top or scores[k] >= threshold:
+            if k == top or (
+                scores[k] >= threshold and not _co_subject_veto(instances, k, top, config)
+            ):
                 roles[k] = Role.MAIN
                 what = "main subject" if k == top else "co-subject"
                 reasons[k] = f"{what} (score {scores[k]:.2f}, rank {rank[k]})"
@@ -201,11 +205,14 @@ def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectCo
             why = f"not a person nor held by a kept one (interaction {f['interaction']:.2f})"
             decisions.append(Decision(Role.DROPPED, why))
         else:
-            top_score = scores[candidates[0]]
+            top = candidates[0]
+            top_score = scores[top]
             why = (
                 f"secondary (score {scores[k]:.2f} < {config.main_rel_score:.2f} × "
                 f"{top_score:.2f}, rank {rank[k]})"
             )
+            if scores[k] >= config.main_rel_score * top_score:
+                why = f"{_co_subject_veto(instances, k, top, config)} (rank {rank[k]})"
             decisions.append(Decision(Role.DROPPED, why))
 
     chosen = tuple(k for k in order if roles.get(k) in (Role.MAIN, Role.INTERACTING))
@@ -213,6 +220,39 @@ def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectCo
         instances, scores, order, candidates, chosen, partner_of
     )
     return Selection(tuple(decisions), ambiguity, alternatives)
+
+
+def _co_subject_veto(instances: Sequence[Instance], k: int, top: int, config: SelectConfig) -> str:
+    """Why ``k``, though it scores as a co-subject of ``top``, is not one; "" when it is.
+
+    Two vetoes, both from the salient map (nothing changes without one):
+
+    - a bystander: with a map (feature ``has_saliency``) a co-subject must be at least
+      ``co_subject_min_saliency_rel ×`` as salient inside (``sal_mean_inside``) as the top
+      instance. A sharp bystander the ranker scores near the subject but the map leaves dark is
+      the crowd behind the subject, not a second subject.
+    - a scrap: a region rescued from the map (``source == "saliency"``, no class evidence)
+      stands as a second subject only when it is at least ``co_subject_min_rescued_area_rel ×``
+      the top instance's area. Smaller ones (a bright face in the crowd) are kept only as a
+      part of, or a thing held by, a kept subject (``select_saliency``, rule 3).
+    """
+    inst, lead = instances[k], instances[top]
+    f, t = inst.features, lead.features
+    if not (f.get("has_saliency", 0.0) and t.get("has_saliency", 0.0)):
+        return ""
+    rel = config.co_subject_min_saliency_rel
+    if f.get("sal_mean_inside", 0.0) < rel * t.get("sal_mean_inside", 0.0):
+        return (
+            f"bystander: the salient map sees it less (mean {f.get('sal_mean_inside', 0.0):.2f} "
+            f"< {rel:.2f} × {t.get('sal_mean_inside', 0.0):.2f} of the main subject)"
+        )
+    area_rel = config.co_subject_min_rescued_area_rel
+    if inst.source == "saliency" and f["area_frac"] < area_rel * t["area_frac"]:
+        return (
+            f"salient scrap: too small to stand alone ({f['area_frac']:.2%} of the image "
+            f"< {area_rel:.2f} × {t['area_frac']:.2%})"
+        )
+    return ""
 
 
 def _alternatives(instances, scores, order, candidates, chosen, partner_of):

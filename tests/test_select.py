@@ -158,3 +158,25 @@ def test_end_to_end_on_the_synthetic_scene():
     assert main.decisions[3].reason.startswith("cut by the frame")
     assert roles(select(instances, KeepMode.ALL, CONFIG))[4] is Role.KEPT
     assert roles(select(instances, KeepMode.INTERACTING, CONFIG))[4] is Role.DROPPED
+
+
+def test_map_vetoes_a_dark_bystander_and_a_small_rescued_scrap_as_co_subjects():
+    mapped = {"has_saliency": 1.0}
+    dancer = inst(0, "person", 0.95, sal_mean_inside=0.8, area_frac=0.08, **mapped)
+    bystander = inst(1, "person", 0.90, sal_mean_inside=0.3, area_frac=0.05, **mapped)
+    friend = inst(2, "person", 0.90, sal_mean_inside=0.7, area_frac=0.05, **mapped)
+    scrap = inst(3, "object", 0.90, sal_mean_inside=0.9, area_frac=0.01, **mapped)
+    scrap = scrap.replace(source="saliency")
+    big_find = inst(4, "object", 0.90, sal_mean_inside=0.9, area_frac=0.06, **mapped)
+    big_find = big_find.replace(source="saliency")
+    selection = select([dancer, bystander, friend, scrap, big_find], KeepMode.MAIN, CONFIG)
+    assert roles(selection) == [Role.MAIN, Role.DROPPED, Role.MAIN, Role.DROPPED, Role.MAIN]
+    assert selection.decisions[1].reason.startswith("bystander: the salient map sees it less")
+    assert "0.30 < 0.50 × 0.80" in selection.decisions[1].reason
+    assert selection.decisions[3].reason.startswith("salient scrap: too small to stand alone")
+    # without a map the same scores keep everyone: the vetoes read only the map's cues
+    unmapped = [
+        i.replace(features={**i.features, "has_saliency": 0.0})
+        for i in (dancer, bystander, friend, scrap, big_find)
+    ]
+    assert roles(select(unmapped, KeepMode.MAIN, CONFIG)) == [Role.MAIN] * 5
