@@ -40,10 +40,16 @@ from tools.synth_recipes import (
 from tools.synth_sources import SourcePool
 
 
-def portability(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
+def _photo_scene(rng: np.random.Generator, pool: SourcePool) -> tuple[Builder, np.ndarray]:
+    """A builder on a crop of a random background photo, and that crop (``H×W×3``)."""
     hw = scene_hw(rng)
     bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    return Builder(bg, group, rng), bg
+
+
+def portability(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     main = pick_main(rng, pool, 0.7)
     main_h = rng.uniform(0.45, 0.75) * hw[0]
     for k in range(int(rng.integers(1, 4))):
@@ -59,9 +65,8 @@ def portability(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
 
 
 def motion(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
-    hw = scene_hw(rng)
-    bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     main = pick_main(rng, pool, 0.5)
     main_h = rng.uniform(0.4, 0.65) * hw[0]
     main_cx = rng.uniform(0.25, 0.75)
@@ -79,9 +84,8 @@ def motion(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
 
 
 def truncated(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
-    hw = scene_hw(rng)
-    bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     main = pick_main(rng, pool, 0.5)
     main_h = rng.uniform(0.35, 0.6) * hw[0]
     sides = ["left", "right", "top"]
@@ -121,9 +125,8 @@ def _candidates(rng, pool: SourcePool, b: Builder, hw, spread: float) -> None:
 
 
 def candidates(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
-    hw = scene_hw(rng)
-    bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     _candidates(rng, pool, b, hw, 0.15)
     return b.scene("candidates")
 
@@ -139,9 +142,8 @@ def illustration(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
 
 
 def interaction(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
-    hw = scene_hw(rng)
-    bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     pairs = [c for c in pool.people() if len(c.parts) > 1]
     singles = [c for c in pool.people() if len(c.parts) == 1] or list(pool.people())
     objects = pool.objects() or pool.cutouts
@@ -185,9 +187,8 @@ def plain(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
 
 
 def no_subject(rng: np.random.Generator, pool: SourcePool) -> Scene | None:
-    hw = scene_hw(rng)
-    bg, group = base_photo(rng, pool, hw)
-    b = Builder(bg, group, rng)
+    b, bg = _photo_scene(rng, pool)
+    hw = b.hw
     n = int(rng.integers(3, 5))
     height = rng.uniform(0.25, 0.4) * hw[0]
     used: list = []
