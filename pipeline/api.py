@@ -141,6 +141,7 @@ class Remover:
         and, given the image's salient map, ``absorb_fragments`` (pieces of a kept subject join
         it)."""
         from pipeline.select import select
+        from pipeline.select_saliency import absorb_fragments
 
         select_config = self.config.select
         cfg = self.config.saliency
@@ -149,8 +150,6 @@ class Remover:
             selection = select(ranked, how, select_config)
             if saliency_map is None:
                 return selection
-            from pipeline.select_saliency import absorb_fragments
-
             return absorb_fragments(
                 ranked, selection, saliency_map, cfg.absorb_threshold, cfg.absorb_min_share
             )

@@ -156,13 +156,16 @@ def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectCo
         candidates = [k for k in candidates if is_person[k]]
     roles: dict[int, Role] = {}
     reasons: dict[int, str] = {}
+    vetoed: dict[int, str] = {}  # scored as co-subjects, vetoed by the map: index → why
     if candidates:
         top = candidates[0]
         threshold = config.main_rel_score * scores[top]
         for k in candidates:
-            if k == top or (
-                scores[k] >= threshold and not _co_subject_veto(instances, k, top, config)
-            ):
+            if k != top and scores[k] >= threshold:
+                veto = _co_subject_veto(instances, k, top, config)
+                if veto:
+                    vetoed[k] = veto
+            if k == top or (scores[k] >= threshold and k not in vetoed):
                 roles[k] = Role.MAIN
                 what = "main subject" if k == top else "co-subject"
                 reasons[k] = f"{what} (score {scores[k]:.2f}, rank {rank[k]})"
@@ -204,15 +207,14 @@ def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectCo
             f = instances[k].features
             why = f"not a person nor held by a kept one (interaction {f['interaction']:.2f})"
             decisions.append(Decision(Role.DROPPED, why))
+        elif k in vetoed:
+            decisions.append(Decision(Role.DROPPED, f"{vetoed[k]} (rank {rank[k]})"))
         else:
-            top = candidates[0]
-            top_score = scores[top]
+            top_score = scores[candidates[0]]
             why = (
                 f"secondary (score {scores[k]:.2f} < {config.main_rel_score:.2f} × "
                 f"{top_score:.2f}, rank {rank[k]})"
             )
-            if scores[k] >= config.main_rel_score * top_score:
-                why = f"{_co_subject_veto(instances, k, top, config)} (rank {rank[k]})"
             decisions.append(Decision(Role.DROPPED, why))
 
     chosen = tuple(k for k in order if roles.get(k) in (Role.MAIN, Role.INTERACTING))

@@ -333,7 +333,11 @@ def rescue_instances(
     for label in range(1, count):
         if stats[label, cv2.CC_STAT_AREA] < min_area_px:
             continue
-        rows, cols = _crop(labels == label, gap_px + 1)  # work on the region's box
+        # work on the region's box (from the stats: no full-image scan per region)
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        margin = gap_px + 1
+        rows = slice(max(0, y - margin), min(hw[0], y + h + margin))
+        cols = slice(max(0, x - margin), min(hw[1], x + w + margin))
         region = labels[rows, cols] == label
         covered_crop = covered[rows, cols]
         covered_px = np.count_nonzero(region & covered_crop)
