@@ -1,0 +1,308 @@
+"""Cross-validated kept-region IoU of the learned keep decision on real photos, per set, beside
+the baselines of the same run.
+
+    python -m tools.cv_select ../shared/data/eval/manifest.json --cache CACHE/eval \
+        --synth SYNTH/train/manifest.json --synth-cache CACHE/synth_train -o OUT
+
+Items come from the stage cache (``tools.select_cache``); every later stage is the product's
+own code (``tools.select_data.prepare``: the map's mask edges and rescue, ``compute_features``;
+then the ranker's ``score``, ``split_segments``, ``segment_features``, the keep model and
+``decide``). Folds are grouped: a DAVIS sequence or a photo is one group, groups of each set
+are dealt over ``--folds`` folds (seeded), and a synthetic scene is trained on only when none
+of its pixel sources is a held-out group. Per fold the ranker is fitted on the training photos
+and usable synthetic scenes, the keep model on the training photos' segments with cross-fitted
+ranker scores, and both are saved as JSON under ``OUT/folds/<k>/`` with the fold's held-out
+item names, so a fold can be re-run through ``python -m pipeline.eval.cli``.
+
+Writes ``OUT/cv.json`` (per item: fold and every number) and ``OUT/cv.md`` (the per-set
+table); prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from pipeline.eval.dataset import load_dataset
+from pipeline.eval.rules import RULES, keep_salient, oracle_union_iou
+from pipeline.stages.fusion_features import FEATURE_NAMES
+from pipeline.stages.fusion_model import KeepModel, decide
+from pipeline.stages.rank import LinearRanker
+from tools.select_cache import cache_file, load_entry
+from tools.select_data import Prepared, prepare
+from tools.select_train import (
+    crossfit_scores,
+    fit_keep,
+    fit_ranker,
+    keep_rows,
+    scores_of,
+    usable_synth,
+)
+
+SETS = ("davis2016_train", "davis2016_val", "davis2017_testdev", "grabcut", "ecssd_multi")
+SIMPLE_RULES = ("top_score", "largest", "central", "all")
+N_INNER = 4  # inner folds of the cross-fitted ranker scores
+
+
+def load_records(
+    manifest: str | Path,
+    cache_dir: str | Path,
+    config: Config,
+    sets: Sequence[str] = (),
+    gt_proposals: bool = False,
+    log=sys.stderr,
+) -> tuple[list[Prepared], list[Prepared]]:
+    """``(map_on, map_off)`` records of every cached item (same order)."""
+    raw = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    sources = {
+        it["name"]: frozenset([it["sources"].get("background", ""), *it["sources"]["cutouts"]])
+        for it in raw["items"]
+        if isinstance(it.get("sources"), dict)
+    }
+    on, off = [], []
+    items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
+    start = time.perf_counter()
+    for item in items:
+        path = cache_file(Path(cache_dir), item)
+        if not path.is_file():
+            continue
+        entry = load_entry(path)
+        for variant, out in ((True, on), (False, off)):
+            rec = prepare(item, entry, config, variant, gt_proposals)
+            if item.name in sources:  # a synthetic scene: its own group, and its sources
+                rec.group = item.name
+                rec.sources = (sources[item.name] - {""}) | {item.name}
+            out.append(rec)
+    if log is not None:
+        print(f"prepared {len(on)} items in {time.perf_counter() - start:.0f} s", file=log)
+    return on, off
+
+
+def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> dict[str, int]:
+    """group → fold: each set's groups shuffled (seeded) and dealt on from where the previous
+    set stopped, so every fold holds a share of every set."""
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for set_name in sorted({r.set_name for r in records}):
+        groups = sorted({r.group for r in records if r.set_name == set_name} - set(fold_of))
+        for i in rng.permutation(len(groups)):
+            fold_of[groups[i]] = position % n_folds
+            position += 1
+    return fold_of
+
+
+def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> dict[str, float]:
+    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``."""
+    scores = scores_of(ranker, rec)
+    decision = decide(model.probability(rec.features(scores), FEATURE_NAMES))
+    region = rec.region(decision.keep)
+    out = {
+        "iou": rec.iou_of(region),
+        "empty": float(not region.any() and bool(rec.gt.any())),
+        "fallback": float(bool(decision.fallback)),
+    }
+    if len(scores) >= 2:
+        out["p_at_1"] = float(rec.inst_in_frac[int(np.argmax(scores))] >= 0.5)
+    return out
+
+
+def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict[str, float]:
+    """Fold-independent numbers of one item: the map alone, the rules, the oracles, and the
+    keep policy before this change (``before``: rankers of the ``salient`` and ``cpu``
+    presets)."""
+    from pipeline.api import Remover
+    from pipeline.types import KeepMode
+
+    hw = on.gt.shape
+    out = {"map_alone": on.iou_of(keep_salient(on.raw, hw, saliency=on.saliency))}
+    for name in SIMPLE_RULES:
+        out[f"rule_{name}"] = off.iou_of(RULES[name](off.raw, hw))
+        out[f"map_rule_{name}"] = on.iou_of(RULES[name](on.instances, hw))
+    for tag, rec in (("map", on), ("nomap", off)):
+        out[f"oracle_union_{tag}"] = oracle_union_iou(
+            [i.mask for i in rec.instances], rec.gt, rec.ignore
+        )
+        keep = rec.seg_in > rec.seg_out
+        out[f"oracle_segments_{tag}"] = rec.iou_of(rec.region(keep))
+    remover = Remover(config)
+    for tag, rec, ranker in (("map", on, before["map"]), ("nomap", off, before["nomap"])):
+        instances = rec.scored(scores_of(ranker, rec))
+        selection = remover.select_fn(rec.saliency)(instances, KeepMode.MAIN)
+        region = np.zeros(hw, bool)
+        for inst, d in zip(instances, selection.decisions, strict=True):
+            if d.role.kept:
+                region |= inst.mask
+        out[f"before_{tag}"] = rec.iou_of(region)
+        out[f"before_{tag}_empty"] = float(not region.any() and bool(rec.gt.any()))
+    return out
+
+
+def run_cv(
+    on: Sequence[Prepared],
+    off: Sequence[Prepared],
+    synth: Sequence[Prepared],
+    n_folds: int,
+    seed: int,
+    kind: str,
+    out_dir: Path | None = None,
+    log=sys.stderr,
+    synth_det: Sequence[Prepared] = (),
+) -> dict[str, dict[str, float]]:
+    """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
+
+    ``synth``: synthetic scenes with GT instances (ranker training); ``synth_det``: the same
+    scenes with the detector's instances (keep-model training). Both only where no pixel
+    source is held out."""
+    fold_of = stratified_folds(on, n_folds, seed)
+    results: dict[str, dict[str, float]] = {}
+    for k in range(n_folds):
+        start = time.perf_counter()
+        held = {g for g, f in fold_of.items() if f == k}
+        test = [i for i, r in enumerate(on) if r.group in held]
+        train = [i for i, r in enumerate(on) if r.group not in held]
+        train_groups = {on[i].group for i in train}
+        if train_groups & held:  # cannot happen by construction; checked all the same
+            raise RuntimeError(f"fold {k}: groups on both sides: {sorted(train_groups & held)}")
+        syn = usable_synth(synth, held)
+        train_recs = [on[i] for i in train] + [off[i] for i in train]
+        ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
+        keep_recs = [*train_recs, *usable_synth(synth_det, held)]
+        scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
+        x, y, w, _ = keep_rows(keep_recs, scores)
+        model = fit_keep(x, y, w, kind)
+        for i in test:
+            row = {"fold": float(k)}
+            for tag, rec in (("map", on[i]), ("nomap", off[i])):
+                row.update({f"ours_{tag}_{m}": v for m, v in ours(rec, ranker, model).items()})
+            results[on[i].name] = row
+        if out_dir is not None:
+            folder = out_dir / "folds" / str(k)
+            folder.mkdir(parents=True, exist_ok=True)
+            ranker.to_json(folder / "ranker.json")
+            model.to_json(folder / "keep.json")
+            names = sorted(on[i].name for i in test)
+            (folder / "held_out.json").write_text(json.dumps(names, indent=1) + "\n")
+        if log is not None:
+            seconds = time.perf_counter() - start
+            print(f"fold {k}: {len(test)} held out, {len(train)} train photos, "
+                  f"{len(syn)}/{len(synth)} synthetic scenes, {len(y)} segments, "
+                  f"{seconds:.0f} s", file=log, flush=True)  # fmt: skip
+    return results
+
+
+def table(rows: dict[str, dict[str, float]], set_of: dict[str, str]) -> tuple[str, dict]:
+    """The per-set markdown table and its numbers (means over items)."""
+    sets = [s for s in SETS if s in set_of.values()] + sorted(set(set_of.values()) - set(SETS))
+    groups = {s: [n for n in rows if set_of[n] == s] for s in sets}
+    groups["overall"] = list(rows)
+    rules = {name: np.mean([rows[n][f"rule_{name}"] for n in rows]) for name in SIMPLE_RULES}
+    best_rule = max(rules, key=rules.get)
+    columns = [
+        ("ours (map)", "ours_map_iou"),
+        ("map alone", "map_alone"),
+        ("Δ vs map", None),
+        ("before (salient)", "before_map"),
+        ("oracle union (map)", "oracle_union_map"),
+        ("oracle segments (map)", "oracle_segments_map"),
+        ("ours (no map)", "ours_nomap_iou"),
+        (f"best rule ({best_rule})", f"rule_{best_rule}"),
+        ("Δ vs rule", None),
+        ("detector alone (before)", "before_nomap"),
+        *((f"rule {n}", f"rule_{n}") for n in SIMPLE_RULES if n != best_rule),
+        ("oracle union (no map)", "oracle_union_nomap"),
+        ("oracle segments (no map)", "oracle_segments_nomap"),
+    ]
+    numbers: dict[str, dict[str, float]] = {}
+    lines = [
+        "| set | n | " + " | ".join(c for c, _ in columns) + " | empty (map/no map/before) |",
+        "|---|---:|" + "---:|" * len(columns) + "---|",
+    ]
+    for name, members in groups.items():
+        if not members:
+            continue
+        mean = {key: float(np.mean([rows[n][key] for n in members])) for _, key in columns if key}
+        mean["delta_map"] = mean["ours_map_iou"] - mean["map_alone"]
+        mean["delta_rule"] = mean["ours_nomap_iou"] - mean[f"rule_{best_rule}"]
+        empties = [
+            int(sum(rows[n][key] for n in members))
+            for key in ("ours_map_empty", "ours_nomap_empty", "before_map_empty")
+        ]
+        numbers[name] = {**mean, "n": len(members)}
+        cells = []
+        for title, key in columns:
+            if key is None:
+                value = mean["delta_map"] if title == "Δ vs map" else mean["delta_rule"]
+                cells.append(f"{value:+.3f}")
+            else:
+                cells.append(f"{mean[key]:.3f}")
+        empty = "/".join(map(str, empties))
+        lines.append(f"| {name} | {len(members)} | " + " | ".join(cells) + f" | {empty} |")
+    return "\n".join(lines), numbers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.cv_select", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("manifest", help="the real photos' manifest.json")
+    parser.add_argument("--cache", required=True, help="stage cache of the photos")
+    parser.add_argument("--synth", default=None, help="tools.synth manifest.json (optional)")
+    parser.add_argument("--synth-cache", default=None, help="stage cache of the scenes")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=("trees", "linear"), default="trees")
+    parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides, device="cpu")
+        sets = tuple(s for s in args.sets.split(",") if s)
+        on, off = load_records(args.manifest, args.cache, config, sets)
+        synth: list[Prepared] = []
+        if args.synth:
+            s_on, s_off = load_records(args.synth, args.synth_cache, config, gt_proposals=True)
+            synth = s_on + s_off
+        # the keep policy before this change: the salient preset ranked with the hand-set
+        # prior, the cpu preset (no map) with models/ranker.json
+        before = {"map": _prior(), "nomap": LinearRanker.from_json(_models() / "ranker.json")}
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out)
+        for a, b in zip(on, off, strict=True):
+            rows[a.name].update(baselines(a, b, config, before))
+    except (ValueError, OSError) as exc:
+        print(f"cv_select: {exc}", file=sys.stderr)
+        return 2
+    set_of = {r.name: r.set_name for r in on}
+    text, numbers = table(rows, set_of)
+    doc = {"args": vars(args), "per_set": numbers, "items": rows, "sets": set_of}
+    (out / "cv.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (out / "cv.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _models() -> Path:
+    from pipeline.stages.rank import MODELS_DIR
+
+    return MODELS_DIR
+
+
+def _prior() -> LinearRanker:
+    from pipeline.stages.rank import PRIOR
+
+    return PRIOR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
