@@ -372,7 +372,7 @@ def test_real_manifest_conventions():
     if not manifest.is_file():
         pytest.skip(f"real eval data not found at {manifest} (set LAYERCUT_SHARED)")
     items = {it.name: it for it in load_dataset(manifest)}
-    assert len(items) == 61
+    assert len(items) >= 61  # the shared manifest grows (61 items, then 213)
     bike = load_ground_truth(items["cutie_bike_00000"])
     assert bike.instance_ids == (1, 2) and bike.main_ids == (1, 2)
     lemur_item = items["lemur"]
@@ -381,6 +381,12 @@ def test_real_manifest_conventions():
     unknown = unknown_region(np.zeros(lemur.hw, np.float32), lemur.trimap)
     assert unknown.sum() == (lemur.trimap == 102).sum() > 0
     assert items["doll"].subclass == "alphamatting_test_trimaps"
+    grabcut = [it for it in items.values() if it.set_name == "grabcut"]
+    if grabcut:  # GrabCut's 128 band is neither main region nor background
+        banded = [it for it in grabcut if it.ignore_value == 128]
+        assert banded == grabcut
+        gt = next(g for g in map(load_ground_truth, grabcut) if g.ignore is not None)
+        assert gt.ignore.any() and not (gt.ignore & gt.main_mask).any()
 
 
 # -- the real Layers container satisfies the protocol the loop reads ----------------------------
