@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.types import Instance, check_alpha, check_mask, mask_to_xyxy
+from pipeline.types import Instance, check_mask, check_saliency, mask_to_xyxy
 
 THRESHOLD = 0.5  # salient iff map ≥ this
 MIN_MEAN_SALIENCY = 0.3  # an instance whose mean map value is lower is "not covered by the map"
@@ -51,11 +51,6 @@ def adaptive_band_px(area_px: int, hw: tuple[int, int]) -> int:
     """
     upper = max(MIN_BAND_PX, int(round(MAX_BAND_FRAC_OF_SIDE * max(hw))))
     return int(np.clip(round(BAND_FRAC * np.sqrt(max(area_px, 0))), MIN_BAND_PX, upper))
-
-
-def _check_saliency(saliency: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    check_alpha(saliency, hw, "saliency")
-    return saliency
 
 
 def _crop(mask: np.ndarray, margin_px: int) -> tuple[slice, slice]:
@@ -147,7 +142,7 @@ def refine_with_saliency(
         or ``instance`` itself when the map does not cover it or nothing salient remains.
     """
     hw = instance.mask.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     if blocked is not None:
         check_mask(blocked, hw, "blocked")
     area_px = instance.area_px
@@ -190,7 +185,7 @@ def refine_instances(
     if not instances:
         return []
     hw = instances[0].mask.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     for instance in instances:
         check_mask(instance.mask, hw, f"instance {instance.id} mask")
     bands = [
@@ -316,7 +311,7 @@ def rescue_instances(
         ``list(instances)`` followed by the rescued instances.
     """
     hw = saliency.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     if not 0.0 < min_area_frac <= 1.0:
         raise ValueError(f"min_area_frac must be in (0, 1], got {min_area_frac}")
     if not min_part_frac >= 0.0:
