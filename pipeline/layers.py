@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.types import Instance, KeepMode, Matte, Role, check_image
+from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
 
-# (instances ranked, keep mode) -> selection with .decisions aligned to the instances
-SelectFn = Callable[[Sequence[Instance], KeepMode], Any]
+# (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
+SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
 RefineFn = Callable[[np.ndarray, Instance], Matte]
+
+
+def rank_instances(instances: Sequence[Instance]) -> list[Instance]:
+    """The instances best first: by ``score`` descending, ties in the given order. Layer ``k``
+    of ``Layers`` holds the ``k``-th of this list."""
+    return sorted(instances, key=lambda inst: -float(inst.score))
 
 
 class Layer:
@@ -65,16 +71,26 @@ class Layer:
 
 
 class Layers:
-    """Ranked layers of one photo.
+    """Ranked layers of one photo, complete when built: nothing outside this class writes into
+    it, except the switches a caller flips (``set_keep``, ``set_enabled``).
 
     Args:
         image: ``H×W×3 uint8`` RGB photo.
-        instances: instances with ``score`` set, in any order (they are ranked here).
-        keep: the keep mode the decisions were made for.
-        select_fn: re-runs the keep policy for another mode (no networks involved).
+        instances: instances with ``score`` set, in any order (they are ranked here with
+            ``rank_instances``).
+        keep: the keep mode the decisions are made for.
+        select_fn: the keep policy, ``fn(ranked, mode) -> Selection``; re-run for another mode
+            (no networks involved).
         refine_fn: turns one instance into a ``Matte``.
         input_alpha: ``H×W float32`` transparency of the input file, multiplied into every output.
-        timings_s: seconds per stage, filled by the pipeline.
+        timings_s: seconds per stage (``pipeline.api.Remover.run`` gives every stage and
+            ``total``); mattes computed later add their time to ``refine``.
+        source: the input's path, for the manifest ("" when not from a file).
+        saliency: the image's ``H×W float32`` salient-object map in [0, 1], when one was
+            computed (the evaluation's rules read it).
+        selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
+            it; otherwise it is computed here.
+        mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
     """
 
     def __init__(
@@ -85,25 +101,37 @@ class Layers:
         select_fn: SelectFn,
         refine_fn: RefineFn,
         input_alpha: np.ndarray | None = None,
-        timings_s: dict[str, float] | None = None,
+        timings_s: Mapping[str, float] | None = None,
         source: str = "",
+        *,
+        saliency: np.ndarray | None = None,
+        selection: Selection | None = None,
+        mattes: Mapping[int, Matte] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
             raise ValueError(f"input_alpha must be {image.shape[:2]}, got {input_alpha.shape}")
         self.input_alpha = input_alpha
         self.source = source
-        self.saliency: np.ndarray | None = None  # H×W float32 salient map, when one was computed
+        self._saliency = None if saliency is None else check_saliency(saliency, image.shape[:2])
         self.timings_s: dict[str, float] = dict(timings_s or {})
         self._select_fn = select_fn
         self._refine_fn = refine_fn
-        self._mattes: dict[int, Matte] = {}
-        ranked = sorted(instances, key=lambda inst: -float(inst.score))
+        self._mattes: dict[int, Matte] = dict(mattes or {})
+        ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         self.ambiguity = 1.0
         self.alternatives: tuple[tuple[int, ...], ...] = ()
         self.keep = KeepMode.parse(keep)
-        self.set_keep(self.keep)
+        if selection is None:
+            self.set_keep(self.keep)
+        else:
+            self._apply(self.keep, self._checked(selection))
+
+    @property
+    def saliency(self) -> np.ndarray | None:
+        """The ``H×W float32`` salient-object map in [0, 1], or None when none was computed."""
+        return self._saliency
 
     # -- sequence protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -124,8 +152,10 @@ class Layers:
         return self.image.shape[0], self.image.shape[1]
 
     # -- selection and toggles ---------------------------------------------------------------
-    def _selection(self, keep: KeepMode):
-        selection = self._select_fn(self.instances, keep)
+    def _selection(self, keep: KeepMode) -> Selection:
+        return self._checked(self._select_fn(self.instances, keep))
+
+    def _checked(self, selection: Selection) -> Selection:
         if len(selection.decisions) != len(self.layers):
             raise ValueError(
                 f"keep policy returned {len(selection.decisions)} decisions "
@@ -136,7 +166,9 @@ class Layers:
     def set_keep(self, keep: KeepMode | str) -> None:
         """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
         mode = KeepMode.parse(keep)
-        selection = self._selection(mode)
+        self._apply(mode, self._selection(mode))
+
+    def _apply(self, mode: KeepMode, selection: Selection) -> None:
         for layer, decision in zip(self.layers, selection.decisions, strict=True):
             layer.role = decision.role
             layer.reason = decision.reason
@@ -163,6 +195,16 @@ class Layers:
         ]
 
     # -- compositing ---------------------------------------------------------------------------
+    def matte_all(self) -> None:
+        """Matte every layer now (not only those on), e.g. before handing the layers to a client
+        that toggles them; the time goes into ``timings_s['refine']`` and, when present,
+        ``timings_s['total']``."""
+        start = time.perf_counter()
+        for layer in self.layers:
+            self._matte(layer.instance)
+        if "total" in self.timings_s:
+            self.timings_s["total"] += time.perf_counter() - start
+
     def _matte(self, instance: Instance) -> Matte:
         if instance.id not in self._mattes:
             start = time.perf_counter()

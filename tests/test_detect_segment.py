@@ -23,8 +23,8 @@ from pipeline.config import DetectConfig
 from pipeline.protocols import Detector, Segmenter
 from pipeline.stages.detect import YoloDetector
 from pipeline.stages.segment import MobileSamSegmenter, SamSegmenter, build_segmenter
+from pipeline.stages.ultra import import_ultralytics, restore_threads
 from pipeline.types import Instance
-from pipeline.ultra import import_ultralytics, restore_threads
 from tests.checkpoints import RandomCheckpoints, shared_weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,7 +352,7 @@ def test_import_ultralytics_undoes_its_pillow_open_patch():
     # Ultralytics' wrapper pip-installs pi-heif when Pillow cannot identify a file
     from PIL import Image
 
-    from pipeline.ultra import import_ultralytics
+    from pipeline.stages.ultra import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils import patches

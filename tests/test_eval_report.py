@@ -43,6 +43,7 @@ class FakeLayers:
     erode_px: int = 0
     timings_s: dict[str, float] = field(default_factory=lambda: {"features": 0.01, "total": 0.02})
     ambiguity: float = 0.0
+    saliency: np.ndarray | None = None
 
     def __len__(self):
         return len(self.layers)

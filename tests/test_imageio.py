@@ -81,8 +81,9 @@ def test_each_input_loads_or_fails_with_one_line_naming_the_file(bad, name):
 
 def test_not_an_image_even_after_ultralytics_patched_pillow(bad, monkeypatch):
     # Ultralytics replaces PIL.Image.open on import with a wrapper that tries to pip-install
-    # pi-heif for unidentifiable files and then raises ModuleNotFoundError. pipeline.ultra undoes
-    # that, but code that imports ultralytics directly leaves the patch active: re-apply it here.
+    # pi-heif for unidentifiable files and then raises ModuleNotFoundError.
+    # pipeline.stages.ultra undoes that, but code that imports ultralytics directly leaves the
+    # patch active: re-apply it here.
     patches = pytest.importorskip("ultralytics.utils.patches")
     monkeypatch.setattr(Image, "open", patches.image_open)
     path = bad["text_as_jpg"][0]

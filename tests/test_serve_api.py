@@ -361,7 +361,7 @@ def test_admission_gate_and_limits_validation():
 
 
 # ---------------------------------------------------------------- the real pipeline
-_STAGE_MODULES = ("pipeline.imageio", "pipeline.features", "pipeline.select", "pipeline.viz")
+_STAGE_MODULES = ("pipeline.imageio", "pipeline.features", "pipeline.stages.select", "pipeline.viz")
 
 
 def test_real_remover_with_random_weights(tmp_path, monkeypatch, upload_dir):

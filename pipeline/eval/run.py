@@ -49,6 +49,7 @@ class LayersLike(Protocol):
     image: np.ndarray
     timings_s: Mapping[str, float]
     ambiguity: float
+    saliency: np.ndarray | None  # the run's salient-object map, when one was computed
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[LayerLike]: ...
@@ -137,8 +138,8 @@ def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> di
         out["boundary_f"] = boundary_f(kept, gt.main_mask)
         if len(ranked) >= 2:  # with a single instance there is no ranking to judge
             out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask)
-        saliency = getattr(layers, "saliency", None)  # Layers.saliency; fakes may lack it
-        out.update(rule_metrics([layer.instance for layer in ranked], gt.main_mask, saliency))
+        instances = [layer.instance for layer in ranked]
+        out.update(rule_metrics(instances, gt.main_mask, layers.saliency))
     ranked_gt = [(item.ranks[idx], m) for idx, _, m in gt_masks(item, gt) if idx in item.ranks]
     if gt.instance_map is not None and len(ranked_gt) >= 2:
         out["sa_sor"] = sa_sor(
@@ -216,7 +217,7 @@ def write_item_thumbs(
         if reference is not None:
             pictures["error"] = thumbs.error_map(layers.alpha(), reference, gt.image, max_px)
         pictures["debug"] = _debug_picture(layers, max_px, warnings)
-        saliency = getattr(layers, "saliency", None)
+        saliency = layers.saliency
         if saliency is not None and gt is not None:
             # the single-map remover's cut-out (map ≥ SALIENT_AT), beside ours in the sheet
             keep = (saliency >= SALIENT_AT).astype(np.uint8) * 255
