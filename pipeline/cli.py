@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.cli_args import ArgumentParser, add_config_arguments
 from pipeline.types import KeepMode
 
 SUBCOMMANDS = ("weights", "eval", "serve")
@@ -22,28 +23,8 @@ class UsageError(Exception):
     """Bad usage: reported in one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage and exits 2; keep that, one line
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--set KEY=VALUE`` (into ``overrides``) and ``--device``: how every
-    command that builds a Remover (``layercut``, ``layercut serve``) is configured."""
-    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="layercut",
         description="Remove the background and keep what matters: ranked instance layers.",
         epilog="Other commands: layercut weights {list,fetch NAME} | layercut eval ... | "
@@ -88,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subcommand(name: str, argv: list[str]) -> int:
     if name == "weights":
-        from pipeline.weights import cli_weights
+        from pipeline.weights_cli import main as weights_main
 
-        return cli_weights(argv, sys.stdout, sys.stderr)
+        return weights_main(argv, sys.stdout, sys.stderr)
     if name == "eval":
         from pipeline.eval.cli import main as eval_main
 

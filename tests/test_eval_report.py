@@ -353,14 +353,24 @@ def test_compare_threshold_override_can_tolerate_the_change(dataset, tmp_path):
 
 # -- CLI --------------------------------------------------------------------------------------
 def test_cli_eval_uses_the_remover_and_prints_the_table(dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("pipeline.eval.run.build_remover", lambda *a, **k: FakeRemover())
-    assert cli.main([str(dataset), "-o", str(tmp_path / "run"), "--limit", "2"]) == 0
+    built = []
+    monkeypatch.setattr(
+        "pipeline.eval.run.build_remover", lambda *a, **k: built.append(a) or FakeRemover()
+    )
+    argv = [str(dataset), "-o", str(tmp_path / "run"), "--limit", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--set", "detect.conf=0.3"]) == 0
+    assert built == [(None, ["detect.conf=0.3"], "cpu")]  # the shared config arguments
     out = capsys.readouterr().out
     assert "simple_object" in out and "scene" in out and "smoke" not in out
     assert json.loads((tmp_path / "run" / "report.json").read_text())["meta"]["limit"] == 2
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["x.json", "-o", str(tmp_path), "--device", "tpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layercut eval: error: argument --device" in err
     assert cli.main(["-o", str(tmp_path)]) == 2
     assert cli.main([str(tmp_path / "missing.json"), "-o", str(tmp_path / "x")]) == 2
     assert "dataset not found" in capsys.readouterr().err
