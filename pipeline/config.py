@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import tomllib
 
 from pipeline.config_fields import SHARE, Section, coerce, num
+from pipeline.outputs import FORMAT_NAMES
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -35,7 +36,8 @@ SaliencyModelName = Literal["none", "isnet"]
 KeepName = Literal["main", "all", "interacting"]  # pipeline.types.KeepMode's values
 RefineMethod = Literal["matting", "closed_form", "rembg", "none"]
 MattingEstimator = Literal["shared", "closed_form"]
-OutputFormat = Literal["png", "webp"]
+# the output formats are the table of pipeline.outputs: a new format is one entry there
+OutputFormat = Literal[FORMAT_NAMES]  # type: ignore[valid-type]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 # Keys that moved to another section: the old name raises an error naming the new one.

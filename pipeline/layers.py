@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.outputs import encode, get_format, write_file
 from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
 
 # (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
@@ -64,6 +65,20 @@ class Layer:
     def rgba(self) -> np.ndarray:
         """This layer alone as an ``H×W×4 uint8`` RGBA image at full resolution."""
         return self._owner._compose([self])
+
+    def crop_rgba(self) -> tuple[np.ndarray, int, int]:
+        """This layer alone, cropped to its matte: ``(h×w×4 uint8 RGBA, x0, y0)``, with ``x0``,
+        ``y0`` the crop's top-left corner in the photo. The input file's own transparency is
+        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel."""
+        matte = self.matte
+        h, w = matte.alpha.shape
+        if h == 0 or w == 0:  # an empty mask: one transparent pixel keeps every decoder happy
+            return np.zeros((1, 1, 4), np.uint8), int(matte.x0), int(matte.y0)
+        alpha = matte.alpha
+        if self._owner.input_alpha is not None:
+            sl = (slice(matte.y0, matte.y0 + h), slice(matte.x0, matte.x0 + w))
+            alpha = alpha * self._owner.input_alpha[sl]
+        return to_rgba(matte.foreground, alpha), int(matte.x0), int(matte.y0)
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -236,10 +251,7 @@ class Layers:
 
     def _compose(self, layers: Sequence[Layer]) -> np.ndarray:
         alpha, colour = self._alpha_and_colour(layers)
-        rgba = np.empty((*self.hw, 4), np.uint8)
-        rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
-        rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return rgba
+        return to_rgba(colour, alpha)
 
     def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
         """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
@@ -290,6 +302,36 @@ class Layers:
         ]
         return debug_view(self.image, items, self.alpha())
 
+    def files(
+        self,
+        fmt: str = "png",
+        *,
+        png_compress_level: int = 1,
+        webp_quality: int = 90,
+        debug: bool = False,
+    ) -> Iterator[tuple[str, bytes]]:
+        """Every file of the layer set, as ``(relative name, bytes)``, one at a time: one
+        full-size RGBA file per layer (``01-person.png`` …), ``composite.<ext>``, with ``debug``
+        ``debug.png`` (the debug view), and last ``layers.json`` (``to_json()`` plus each
+        layer's ``file``, ``composite`` and, with ``debug``, ``debug``). Both ``save`` and the
+        server's ZIP write exactly these."""
+        spec = get_format(fmt)
+        options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
+        names = {layer.rank: f"{layer.filename_stem}{spec.extension}" for layer in self.layers}
+        for layer in self.layers:
+            yield names[layer.rank], encode(layer.rgba(), spec, **options)
+        composite = f"composite{spec.extension}"
+        yield composite, encode(self.composite(), spec, **options)
+        if debug:
+            yield "debug.png", encode(self.debug_view(), "png", **options)
+        manifest = self.to_json()  # after the mattes, so timings_s counts their refine time
+        for entry, layer in zip(manifest["layers"], self.layers, strict=True):
+            entry["file"] = names[layer.rank]
+        manifest["composite"] = composite
+        if debug:
+            manifest["debug"] = "debug.png"
+        yield "layers.json", json.dumps(manifest, indent=1).encode("utf-8")
+
     def save(
         self,
         out_dir: str | Path,
@@ -298,34 +340,21 @@ class Layers:
         webp_quality: int = 90,
         protect: Sequence[Path] = (),
     ) -> list[Path]:
-        """Write one RGBA file per layer (``01-person.png`` …), ``composite.<fmt>`` and
-        ``layers.json`` into ``out_dir``; returns the paths written."""
-        from pipeline.imageio import save_image
-
+        """Write ``files()`` into ``out_dir`` (each file atomically, never over one of
+        ``protect``); returns the paths written, ``layers.json`` last."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        options = {
-            "fmt": fmt,
-            "png_compress_level": png_compress_level,
-            "webp_quality": webp_quality,
-            "protect": protect,
-        }
-        written = []
-        for layer in self.layers:
-            written.append(
-                save_image(out / f"{layer.filename_stem}.{fmt}", layer.rgba(), **options)
-            )
-        written.append(save_image(out / f"composite.{fmt}", self.composite(), **options))
-        manifest = self.to_json()
-        for entry, layer in zip(manifest["layers"], self.layers, strict=True):
-            entry["file"] = f"{layer.filename_stem}.{fmt}"
-        manifest["composite"] = f"composite.{fmt}"
-        json_path = out / "layers.json"
-        tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        tmp.replace(json_path)
-        written.append(json_path)
-        return written
+        options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
+        return [write_file(out / name, data, protect) for name, data in self.files(fmt, **options)]
+
+
+def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``h×w×4 uint8`` RGBA from ``h×w×3`` colour (any real dtype, rounded) and ``h×w`` alpha
+    in [0, 1]: the one place a matte becomes pixels."""
+    rgba = np.empty((*alpha.shape, 4), np.uint8)
+    rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return rgba
 
 
 # Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.

@@ -17,7 +17,6 @@ the RSS at the stage's start, and the absolute peak).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.api import Remover  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.outputs import encode  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -120,13 +120,12 @@ def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter
     with stage("composite"):
         rgba = layers.composite()
     with stage("encode"):
-        buffer = io.BytesIO()
-        if fmt == "png":
-            Image.fromarray(rgba, "RGBA").save(
-                buffer, "PNG", compress_level=cfg.output.png_compress_level
-            )
-        else:
-            Image.fromarray(rgba, "RGBA").save(buffer, "WEBP", quality=cfg.output.webp_quality)
+        encode(
+            rgba,
+            fmt,
+            png_compress_level=cfg.output.png_compress_level,
+            webp_quality=cfg.output.webp_quality,
+        )
     meters["_kept"] = len(layers.kept_layers())  # type: ignore[assignment]
     meters["_instances"] = len(layers)  # type: ignore[assignment]
     return meters

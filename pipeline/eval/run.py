@@ -82,11 +82,13 @@ class EvalOptions:
             raise ValueError(f"limit must be ≥ 1, got {self.limit}")
 
 
-def build_remover(config: str | None = None, overrides: Iterable[str] = ()) -> RemoverLike:
+def build_remover(
+    config: str | None = None, overrides: Iterable[str] = (), device: str | None = None
+) -> RemoverLike:
     """The real pipeline (``pipeline.api.Remover.from_config``)."""
     from pipeline.api import Remover
 
-    return Remover.from_config(config, overrides=tuple(overrides))
+    return Remover.from_config(config, overrides=tuple(overrides), device=device)
 
 
 def header_note(options: EvalOptions) -> str:
