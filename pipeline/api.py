@@ -14,25 +14,38 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.config import Config, load_config, resolve_device
-from pipeline.layers import Layers
-from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter
-from pipeline.types import Instance, KeepMode, check_image
+from pipeline.layers import Layers, rank_instances
+from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter, Selector
+from pipeline.types import Instance, KeepMode, check_image, check_saliency
+
+# ``around_stage(name)`` returns a context manager entered around one stage (tools/benchmark.py
+# meters time and memory with it)
+AroundStage = Callable[[str], AbstractContextManager[Any]]
+# the stages ``Remover.run`` times, in the order they run (``timings_s`` keys, with ``total``);
+# detect and segment only without given proposals, saliency only with a map, salient_masks
+# only with both
+STAGES = (
+    "detect", "segment", "saliency", "salient_masks", "features", "rank", "select", "refine",
+)  # fmt: skip
 
 
 class Remover:
-    """Runs detect → segment → features → rank → select → refine on one image at a time.
+    """Runs detect → segment → saliency → features → rank → select → refine on one image at a
+    time and returns complete ``Layers``.
 
     Args:
         config: the resolved configuration.
-        detector, segmenter, saliency, ranker, refiner: optional ready-made stages; any left
-            out is built from ``config`` on first use.
+        detector, segmenter, saliency, ranker, selector, refiner: optional ready-made stages;
+            any left out is built from ``config`` on first use (``Remover.detector`` …).
     """
 
     def __init__(
@@ -43,18 +56,18 @@ class Remover:
         segmenter: Segmenter | None = None,
         saliency: SaliencyModel | None = None,
         ranker: Ranker | None = None,
+        selector: Selector | None = None,
         refiner: Refiner | None = None,
     ):
         self.config = config
         self.device = resolve_device(config.runtime.device)
-        self._stages: dict[str, Any] = {
-            "detector": detector,
-            "segmenter": segmenter,
-            "saliency": saliency,
-            "ranker": ranker,
-            "refiner": refiner,
-        }
         self._threads = config.runtime.threads or os.cpu_count() or 1
+        self._detector = detector
+        self._segmenter = segmenter
+        self._saliency = saliency
+        self._ranker = ranker
+        self._selector = selector
+        self._refiner = refiner
 
     @classmethod
     def from_config(
@@ -71,90 +84,68 @@ class Remover:
             return cls(config)
         return cls(load_config(config, overrides, device))
 
-    # -- lazy stage construction -------------------------------------------------------------
-    def _stage(self, name: str):
-        if name not in self._stages:
-            raise KeyError(name)
-        if self._stages[name] is None and not self._stages.get(f"_{name}_built"):
-            self._stages[name] = getattr(self, f"_build_{name}")()
-            self._stages[f"_{name}_built"] = True
-        return self._stages[name]
+    # -- the stages, built from the config on first use ---------------------------------------
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            from pipeline.stages.detect import YoloDetector
+            from pipeline.weights import resolve
 
-    def _build_detector(self) -> Detector:
-        from pipeline.stages.detect import YoloDetector
-        from pipeline.weights import resolve
+            cfg = self.config.detect
+            self._detector = YoloDetector(resolve(cfg.weights), cfg, self.device, self._threads)
+        return self._detector
 
-        cfg = self.config.detect
-        return YoloDetector(resolve(cfg.weights), cfg, self.device, self._threads)
-
-    def _build_segmenter(self) -> Segmenter | None:
-        from pipeline.stages.segment import build_segmenter
-        from pipeline.weights import resolve
-
+    @property
+    def segmenter(self) -> Segmenter | None:
+        """None with ``segment.model = "none"``: the detector's masks are kept."""
         cfg = self.config.segment
-        if cfg.model == "none":
-            return None
-        path = resolve(cfg.weights or cfg.model)
-        return build_segmenter(cfg.model, path, self.device, self._threads)
+        if self._segmenter is None and cfg.model != "none":
+            from pipeline.stages.segment import build_segmenter
+            from pipeline.weights import resolve
 
-    def _build_saliency(self) -> SaliencyModel | None:
+            path = resolve(cfg.weights or cfg.model)
+            self._segmenter = build_segmenter(cfg.model, path, self.device, self._threads)
+        return self._segmenter
+
+    @property
+    def saliency(self) -> SaliencyModel | None:
+        """None with ``saliency.model = "none"``: no salient-object map."""
         cfg = self.config.saliency
-        if cfg.model == "none":
-            return None
-        if cfg.model != "isnet":
-            raise ValueError(f"saliency.model must be none or isnet, got {cfg.model!r}")
-        from pipeline.stages.saliency import IsnetSaliency
-        from pipeline.weights import resolve
+        if self._saliency is None and cfg.model == "isnet":
+            from pipeline.stages.saliency import IsnetSaliency
+            from pipeline.weights import resolve
 
-        return IsnetSaliency(resolve(cfg.weights), cfg.input_px, self._threads)
+            self._saliency = IsnetSaliency(resolve(cfg.weights), cfg.input_px, self._threads)
+        return self._saliency
 
-    def _build_ranker(self) -> Ranker:
-        from pipeline.stages.rank import build_ranker
+    @property
+    def ranker(self) -> Ranker:
+        if self._ranker is None:
+            from pipeline.stages.rank import build_ranker
 
-        return build_ranker(self.config.rank)
+            self._ranker = build_ranker(self.config.rank)
+        return self._ranker
 
-    def _build_refiner(self) -> Refiner:
-        from pipeline.stages.refine import build_refiner
+    @property
+    def selector(self) -> Selector:
+        if self._selector is None:
+            from pipeline.stages.select import build_selector
 
-        return build_refiner(self.config.refine)
+            self._selector = build_selector(self.config.select)
+        return self._selector
+
+    @property
+    def refiner(self) -> Refiner:
+        if self._refiner is None:
+            from pipeline.stages.refine import build_refiner
+
+            self._refiner = build_refiner(self.config.refine)
+        return self._refiner
 
     def warm_up(self) -> None:
         """Build every configured stage now (a server does this once at start)."""
-        for name in ("detector", "segmenter", "saliency", "ranker", "refiner"):
-            self._stage(name)
-
-    def _apply_saliency(self, instances: list[Instance], saliency_map: np.ndarray):
-        """Edges from the salient map inside a band around each detector mask, then rescue of
-        large salient regions that no instance covers (a class COCO lacks, a missed object)."""
-        from pipeline.stages.salient_masks import refine_instances, rescue_instances
-
-        cfg = self.config.saliency
-        instances = refine_instances(
-            instances, saliency_map, cfg.band_px, min_mean_saliency=cfg.min_mean_saliency
-        )
-        return rescue_instances(
-            instances, saliency_map, cfg.rescue_min_area_frac, cfg.rescue_min_part_frac
-        )
-
-    def select_fn(self, saliency_map: np.ndarray | None = None):
-        """The keep policy as ``Layers`` calls it, ``fn(ranked, mode) -> Selection``: ``select``
-        and, given the image's salient map, ``absorb_fragments`` (pieces of a kept subject join
-        it)."""
-        from pipeline.select import select
-        from pipeline.select_saliency import absorb_fragments
-
-        select_config = self.config.select
-        cfg = self.config.saliency
-
-        def select_fn(ranked: Sequence[Instance], how: KeepMode):
-            selection = select(ranked, how, select_config)
-            if saliency_map is None:
-                return selection
-            return absorb_fragments(
-                ranked, selection, saliency_map, cfg.absorb_threshold, cfg.absorb_min_share
-            )
-
-        return select_fn
+        for name in ("detector", "segmenter", "saliency", "ranker", "selector", "refiner"):
+            getattr(self, name)
 
     # -- running -----------------------------------------------------------------------------
     def __call__(self, image: Any, keep: KeepMode | str | None = None) -> Layers:
@@ -177,67 +168,94 @@ class Remover:
         keep: KeepMode | str | None = None,
         input_alpha: np.ndarray | None = None,
         source: str = "",
+        *,
+        around_stage: AroundStage | None = None,
     ) -> Layers:
-        """Run the pipeline on an ``H×W×3 uint8`` RGB image.
+        """Run the pipeline on an ``H×W×3 uint8`` RGB image and return complete ``Layers``.
 
-        ``proposals`` (e.g. ground-truth instances) skip the detector and the segmenter.
-        The kept layers are matted before returning, so ``timings_s['refine']`` is meaningful.
+        ``proposals`` (e.g. ground-truth instances) skip the detector and the segmenter; the
+        salient map is then only a ranking cue (given proposals are never altered, nor joined
+        by the keep policy). The kept layers are matted here, so ``timings_s`` holds every
+        stage of ``STAGES`` that ran and ``total``. ``around_stage(name)``, when given, returns
+        a context manager entered around each stage (e.g. to meter its memory).
         """
         from pipeline.features import compute_features
 
         check_image(image)
         mode = KeepMode.parse(keep or self.config.select.keep)
         timings: dict[str, float] = {}
+        stage = partial(_timed, timings, around_stage)
         start_total = time.perf_counter()
         if proposals is None:
-            start = time.perf_counter()
-            instances = self._stage("detector").detect(image)
-            timings["detect"] = time.perf_counter() - start
-            segmenter = self._stage("segmenter")
-            start = time.perf_counter()
-            if segmenter is not None and instances:
-                instances = segmenter.segment(image, instances)
-            timings["segment"] = time.perf_counter() - start
+            with stage("detect"):
+                instances = self.detector.detect(image)
+            with stage("segment"):
+                segmenter = self.segmenter
+                if segmenter is not None and instances:
+                    instances = segmenter.segment(image, instances)
         else:
             instances = list(proposals)
         saliency_map = None
-        saliency = self._stage("saliency")
-        if saliency is not None:
-            start = time.perf_counter()
-            saliency_map = saliency.predict(image)
-            if proposals is None:  # given proposals (ground truth) are never altered
-                instances = self._apply_saliency(instances, saliency_map)
-            timings["saliency"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        instances = compute_features(image, instances, saliency_map)
-        timings["features"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        scores = self._stage("ranker").score(instances) if instances else np.zeros(0)
-        instances = [
-            inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
-        ]
-        timings["rank"] = time.perf_counter() - start
-
-        refiner = self._stage("refiner")
-        select_fn = self.select_fn(saliency_map if proposals is None else None)
-        start = time.perf_counter()
-        layers = Layers(
+        if self.saliency is not None:
+            with stage("saliency"):
+                saliency_map = check_saliency(self.saliency.predict(image), image.shape[:2])
+            if proposals is None:
+                with stage("salient_masks"):
+                    instances = self._salient_masks(instances, saliency_map)
+        with stage("features"):
+            instances = compute_features(image, instances, saliency_map)
+        with stage("rank"):
+            scores = self.ranker.score(instances) if instances else np.zeros(0)
+            instances = [
+                inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
+            ]
+        ranked = rank_instances(instances)
+        # given proposals are never joined by the map's fragments rule
+        select_fn = partial(
+            self.selector.select, saliency=saliency_map if proposals is None else None
+        )
+        with stage("select"):
+            selection = select_fn(ranked, mode)
+        refiner = self.refiner
+        with stage("refine"):
+            mattes = {
+                inst.id: refiner.refine(image, inst)
+                for inst, decision in zip(ranked, selection.decisions, strict=True)
+                if decision.role.kept
+            }
+        timings["total"] = time.perf_counter() - start_total
+        return Layers(
             image,
-            instances,
+            ranked,
             mode,
             select_fn,
             refiner.refine,
             input_alpha=input_alpha,
             timings_s=timings,
             source=source,
+            saliency=saliency_map,
+            selection=selection,
+            mattes=mattes,
         )
-        layers.saliency = saliency_map
-        timings_select = time.perf_counter() - start
-        layers.timings_s["select"] = timings_select
-        layers.timings_s["refine"] = 0.0
-        for layer in layers.kept_layers():
-            _ = layer.matte  # matte now so the cost is measured where it belongs
-        layers.timings_s["total"] = time.perf_counter() - start_total
-        return layers
+
+    def _salient_masks(self, instances: list[Instance], saliency_map: np.ndarray):
+        """Edges from the salient map inside a band around each detector mask, then rescue of
+        large salient regions that no instance covers (a class COCO lacks, a missed object)."""
+        from pipeline.stages.salient_masks import refine_instances, rescue_instances
+
+        cfg = self.config.saliency
+        instances = refine_instances(
+            instances, saliency_map, cfg.band_px, min_mean_saliency=cfg.min_mean_saliency
+        )
+        return rescue_instances(
+            instances, saliency_map, cfg.rescue_min_area_frac, cfg.rescue_min_part_frac
+        )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], around: AroundStage | None, name: str) -> Iterator[None]:
+    """Time one stage into ``timings[name]``, inside ``around(name)`` when given."""
+    with around(name) if around is not None else nullcontext():
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start

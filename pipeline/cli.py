@@ -13,6 +13,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.cli_args import ArgumentParser, add_config_arguments
+from pipeline.outputs import FORMAT_NAMES
 from pipeline.types import KeepMode
 
 SUBCOMMANDS = ("weights", "eval", "serve")
@@ -22,28 +24,8 @@ class UsageError(Exception):
     """Bad usage: reported in one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage and exits 2; keep that, one line
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--set KEY=VALUE`` (into ``overrides``) and ``--device``: how every
-    command that builds a Remover (``layercut``, ``layercut serve``) is configured."""
-    parser.add_argument("--config", metavar="FILE", help="TOML config or preset name (cpu, ...)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
-    )
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="layercut",
         description="Remove the background and keep what matters: ranked instance layers.",
         epilog="Other commands: layercut weights {list,fetch NAME} | layercut eval ... | "
@@ -61,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", action="store_true", help="write OUT/<name>/ ranked layers")
     parser.add_argument("--debug", action="store_true", help="write OUT/<name>.debug.png")
     add_config_arguments(parser)
-    parser.add_argument("--format", choices=["png", "webp"], default=None)
+    parser.add_argument("--format", choices=FORMAT_NAMES, default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of failures")
     return parser
@@ -88,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subcommand(name: str, argv: list[str]) -> int:
     if name == "weights":
-        from pipeline.weights import cli_weights
+        from pipeline.weights_cli import main as weights_main
 
-        return cli_weights(argv, sys.stdout, sys.stderr)
+        return weights_main(argv, sys.stdout, sys.stderr)
     if name == "eval":
         from pipeline.eval.cli import main as eval_main
 
@@ -102,8 +84,9 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     from pipeline.api import Remover
+    from pipeline.batch import discover_inputs, output_names
     from pipeline.config import load_config
-    from pipeline.imageio import ImageError, discover_inputs
+    from pipeline.imageio import ImageError
     from pipeline.weights import WeightsError
 
     files, missing = discover_inputs(args.inputs)
@@ -136,7 +119,7 @@ def _remove(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True)
-    names = _output_names(files, out_dir, config.output.format)
+    names = output_names(files, out_dir, config.output.format)
     for file in files:
         try:
             _process(remover, file, names[file], out_dir, args, files)
@@ -166,47 +149,24 @@ def _fail(line: str, progress) -> str:
     return line
 
 
-def _output_names(files: Sequence[Path], out_dir: Path, fmt: str) -> dict[Path, str]:
-    """Output stem per input: the file stem, made unique with ``-2``, ``-3`` … on clashes, and
-    ``-cutout`` where ``OUT/<stem>.<fmt>`` would be one of the inputs (never write over one)."""
-    inputs = {f.resolve() for f in files}
-    names: dict[Path, str] = {}
-    used: set[str] = set()
-    for file in files:
-        stem = file.stem
-        if (out_dir / f"{stem}.{fmt}").resolve() in inputs:
-            stem = f"{stem}-cutout"
-        n = 1
-        while (candidate := stem if n == 1 else f"{stem}-{n}") in used:
-            n += 1
-        used.add(candidate)
-        names[file] = candidate
-    return names
-
-
 def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequence[Path]) -> None:
-    from pipeline.imageio import load_image, save_image
+    from pipeline.batch import write_outputs
+    from pipeline.imageio import load_image
 
     cfg = remover.config
     loaded = load_image(file, cfg.runtime.max_image_px)
     layers = remover.run(loaded.rgb, input_alpha=loaded.alpha, source=str(file))
-    fmt = cfg.output.format
-    options = {
-        "fmt": fmt,
-        "png_compress_level": cfg.output.png_compress_level,
-        "webp_quality": cfg.output.webp_quality,
-        "protect": inputs,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_image(out_dir / f"{stem}.{fmt}", layers.composite(), **options)
-    if args.layers:
-        layers.save(out_dir / stem, **options)
-    if args.debug:
-        import numpy as np
-
-        debug = layers.debug_view()
-        rgba = np.dstack([debug, np.full(debug.shape[:2], 255, np.uint8)])
-        save_image(out_dir / f"{stem}.debug.png", rgba, **{**options, "fmt": "png"})
+    write_outputs(
+        layers,
+        out_dir,
+        stem,
+        fmt=cfg.output.format,
+        png_compress_level=cfg.output.png_compress_level,
+        webp_quality=cfg.output.webp_quality,
+        with_layers=args.layers,
+        with_debug=args.debug,
+        protect=inputs,
+    )
 
 
 if __name__ == "__main__":

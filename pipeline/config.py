@@ -4,6 +4,13 @@
 one table per section (``[detect]``, ``[segment]`` …); an override is ``section.key=value`` with
 the value parsed as TOML when it can be (``0.3``, ``true``, ``"x"``) and kept as a string
 otherwise. Unknown sections or keys raise ``ValueError`` naming them.
+
+Every value is checked when its section is built (``Config(...)``, ``with_overrides`` and so
+``load_config``): a choice key is typed ``Literal[...]`` (its choices are declared here once and
+the stages read their name tables from them), a number key carries its range (``num``,
+``pipeline.config_fields``). A bad value raises one ``ValueError`` line naming the key and what
+is allowed, e.g. ``config output.format must be one of png, webp; got 'gif'``, before any model
+loads.
 """
 
 from __future__ import annotations
@@ -13,109 +20,161 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import tomllib
 
+from pipeline.config_fields import SHARE, Section, coerce, num
+from pipeline.outputs import FORMAT_NAMES
+
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+# The choices of each choice key, declared once; the stages take their name tables from these.
+SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
+SaliencyModelName = Literal["none", "isnet"]
+KeepName = Literal["main", "all", "interacting"]  # pipeline.types.KeepMode's values
+RefineMethod = Literal["matting", "closed_form", "rembg", "none"]
+MattingEstimator = Literal["shared", "closed_form"]
+# the output formats are the table of pipeline.outputs: a new format is one entry there
+OutputFormat = Literal[FORMAT_NAMES]  # type: ignore[valid-type]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+# Keys that moved to another section: the old name raises an error naming the new one.
+MOVED_KEYS = {
+    "saliency.absorb_threshold": "select.absorb_threshold",
+    "saliency.absorb_min_share": "select.absorb_min_share",
+}
 
 
 @dataclass(frozen=True)
-class DetectConfig:
+class DetectConfig(Section):
     """Ultralytics YOLO-seg proposals."""
 
+    section: ClassVar[str] = "detect"
     weights: str = "yolo11n-seg"  # manifest name or a local checkpoint path (.pt or .onnx)
-    conf: float = 0.25  # minimum detector confidence
-    iou: float = 0.7  # NMS IoU threshold
-    imgsz: int = 640  # network input side in pixels (320 for the int8 ONNX here)
-    max_det: int = 30  # at most this many instances
-    min_area_frac: float = 0.0005  # drop instances whose mask covers less of the image
+    conf: float = num(0.25, *SHARE)  # minimum detector confidence
+    iou: float = num(0.7, *SHARE)  # NMS IoU threshold
+    imgsz: int = num(640, 32)  # network input side in pixels (320 for the int8 ONNX here)
+    max_det: int = num(30, 1)  # at most this many instances
+    min_area_frac: float = num(0.0005, *SHARE)  # drop instances whose mask covers less
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
+class SegmentConfig(Section):
     """Segment Anything box-prompt refinement."""
 
-    model: str = "none"  # none | mobile_sam | sam_vit_b | sam_vit_l | sam_vit_h
+    section: ClassVar[str] = "segment"
+    model: SegmentModel = "none"
     weights: str = ""  # manifest name or local path; empty = the manifest entry named by model
 
 
 @dataclass(frozen=True)
-class SaliencyConfig:
+class SaliencyConfig(Section):
     """Optional salient-object map (ISNet) used as ranking cue and mask refiner."""
 
-    model: str = "none"  # none | isnet
+    section: ClassVar[str] = "saliency"
+    model: SaliencyModelName = "none"
     weights: str = "isnet-general-use"  # manifest name or local .onnx path
-    input_px: int = 1024  # side of the square network input
+    input_px: int = num(1024, 32)  # side of the square network input
     # Edges from the map (pipeline.stages.salient_masks.refine_instances):
-    band_px: int = 0  # half-width of the band where the map decides; 0 = adapt to instance size
-    min_mean_saliency: float = 0.3  # instances with a lower mean map value keep their own mask
+    band_px: int = num(0, 0)  # half-width of the band where the map decides; 0 = adaptive
+    min_mean_saliency: float = num(0.3, *SHARE)  # lower mean map value: own mask kept
     # Rescue of salient regions no instance covers (salient_masks.rescue_instances):
-    rescue_min_area_frac: float = 0.005  # smallest rescued piece, share of the image area
-    rescue_min_part_frac: float = 0.05  # … and share of the covered part of its salient region
-    # Fragments (pipeline.select_saliency.absorb_fragments): a dropped instance with at least
-    # absorb_min_share of its mask in the salient region of a kept one (map ≥ absorb_threshold,
-    # grown from the kept instance's salient pixels) is part of it and kept with it.
-    absorb_threshold: float = 0.2
-    absorb_min_share: float = 0.3
+    rescue_min_area_frac: float = num(0.005, *SHARE, open_low=True)  # share of the image area
+    rescue_min_part_frac: float = num(0.05, 0)  # … and of the covered part of its region
 
 
 @dataclass(frozen=True)
-class RankConfig:
+class RankConfig(Section):
     """Instance ranking."""
 
+    section: ClassVar[str] = "rank"
     model: str = "ranker"  # prior | a ranker JSON path | a name of a file in models/ (ranker.json)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model.strip() != "prior" and ranker_path(self.model) is None:
+            raise ValueError(
+                "config rank.model must be prior, a ranker JSON path or the name of a file in "
+                f"{MODELS_DIR}; got {self.model!r} (no such file)"
+            )
+
+
+def ranker_path(model: str) -> Path | None:
+    """The ranker JSON ``rank.model`` names: a path, or ``models/<name>`` then
+    ``models/<name>.json``; None when there is no such file (or ``model`` is blank)."""
+    model = model.strip()
+    if not model:
+        return None
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    if len(path.parts) == 1:
+        for candidate in (MODELS_DIR / model, MODELS_DIR / f"{model}.json"):
+            if candidate.is_file():
+                return candidate
+    return None
+
 
 @dataclass(frozen=True)
-class SelectConfig:
-    """Keep policy thresholds (units in the names)."""
+class SelectConfig(Section):
+    """Keep policy (``pipeline.stages.select``): thresholds, units in the names."""
 
-    keep: str = "main"  # main | all | interacting
-    main_rel_score: float = 0.75  # co-main subjects score at least this share of the top score
+    section: ClassVar[str] = "select"
+    keep: KeepName = "main"
+    main_rel_score: float = num(0.75, 0)  # co-main subjects score at least this × the top score
     # with a salient map, co-subjects are at least this share as salient inside as the top one
-    co_subject_min_saliency_rel: float = 0.5
+    co_subject_min_saliency_rel: float = num(0.5, 0)
     # … and a region rescued from the map is a co-subject only if this share of the top's area
-    co_subject_min_rescued_area_rel: float = 0.5
-    min_sharpness_rel: float = 0.35  # portability: sharpness / sharpest instance
-    max_truncation_frac: float = 0.35  # portability: share of the box border on the frame edge
-    min_area_frac: float = 0.002  # portability: smallest kept mask area / image area
-    # person–object interaction score needed to keep the object; 0.45, not 0.5: the real int8
-    # detector's coarse bicycle mask under its rider (cutie_bike) scores 0.499, and no DAVIS
-    # item's kept region changes between 0.4 and 0.5 (pipeline.features.interaction)
-    min_interaction: float = 0.45
+    co_subject_min_rescued_area_rel: float = num(0.5, 0)
+    min_sharpness_rel: float = num(0.35, 0)  # portability: sharpness / sharpest instance
+    max_truncation_frac: float = num(0.35, *SHARE)  # portability: box border on the frame edge
+    min_area_frac: float = num(0.002, *SHARE)  # portability: smallest kept mask area / image
+    # person–object interaction score needed to keep the object; below 0.5 because a coarse
+    # detector mask of a ridden bicycle scores just under it (README, "Keep policy settings")
+    min_interaction: float = num(0.45, *SHARE)
+    # Fragments, with a salient map (pipeline.stages.select_fragments.absorb_fragments): a
+    # dropped instance with at least absorb_min_share of its mask in the salient region of a
+    # kept one (map ≥ absorb_threshold, grown from the kept instance's salient pixels) is part
+    # of it and kept with it. The threshold stays at or under the seed level (0.5).
+    absorb_threshold: float = num(0.2, 0.0, 0.5, open_low=True)
+    absorb_min_share: float = num(0.3, *SHARE, open_low=True)
 
 
 @dataclass(frozen=True)
-class RefineConfig:
+class RefineConfig(Section):
     """Edge refinement with pymatting."""
 
-    method: str = "matting"  # matting | closed_form | rembg | none (binary mask as alpha)
-    estimator: str = "shared"  # matting's pymatting estimator: shared | closed_form
-    band_px: int = 0  # unknown band half-width; 0 = adapt to object size and edges
-    band_frac: float = 0.02  # adaptive band half-width, share of sqrt(object area in px)
-    edge_gain: float = 1.0  # band up to (1 + edge_gain)× wider where the edge is high-frequency
-    expansion_px: int = 1  # shared matting: known regions grow this far into similar colours
-    max_solve_px: int = 1_000_000  # downscale the crop for the alpha solve above this
-    margin_frac: float = 0.08  # crop margin around the box, share of the box side
+    section: ClassVar[str] = "refine"
+    method: RefineMethod = "matting"  # none: the binary mask as alpha
+    estimator: MattingEstimator = "shared"  # matting's pymatting estimator
+    band_px: int = num(0, 0)  # unknown band half-width; 0 = adapt to object size and edges
+    band_frac: float = num(0.02, 0)  # adaptive band half-width, share of sqrt(object area)
+    edge_gain: float = num(1.0, 0)  # band up to (1 + edge_gain)× wider at high-frequency edges
+    expansion_px: int = num(1, 0)  # shared matting: known regions grow into similar colours
+    max_solve_px: int = num(1_000_000, 1)  # downscale the crop for the alpha solve above this
+    margin_frac: float = num(0.08, 0)  # crop margin around the box, share of the box side
 
 
 @dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Section):
     """How results are written."""
 
-    format: str = "png"  # png | webp
-    png_compress_level: int = 1  # zlib level: 1 is ~5× faster than Pillow's 6 on 12 MP
-    webp_quality: int = 90
+    section: ClassVar[str] = "output"
+    format: OutputFormat = "png"
+    png_compress_level: int = num(1, 0, 9)  # zlib level: 1 is ~5× faster than Pillow's 6
+    webp_quality: int = num(90, 0, 100)
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
+class RuntimeConfig(Section):
     """Device and resource limits."""
 
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = all cores
-    max_image_px: int = 150_000_000  # larger images are refused (decompression bombs)
+    section: ClassVar[str] = "runtime"
+    device: DeviceName = "auto"
+    threads: int = num(0, 0)  # torch CPU threads; 0 = all cores
+    max_image_px: int = num(150_000_000, 1)  # larger images are refused (decompression bombs)
 
 
 @dataclass(frozen=True)
@@ -129,12 +188,18 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            if not isinstance(getattr(self, spec.name), hints[spec.name]):
+                raise ValueError(f"config {spec.name} must be a {hints[spec.name].__name__}")
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (JSON-serialisable) of every resolved value."""
         return dataclasses.asdict(self)
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
-        """A copy with ``{section: {key: value}}`` applied, types checked."""
+        """A copy with ``{section: {key: value}}`` applied, types and ranges checked."""
         sections = {f.name: f for f in dataclasses.fields(self)}
         changes = {}
         for section, values in overrides.items():
@@ -146,43 +211,17 @@ class Config:
                 raise ValueError(f"config section {section!r} must be a table")
             current = getattr(self, section)
             kinds = typing.get_type_hints(type(current))
+            names = [f.name for f in dataclasses.fields(current)]
             fields = {}
             for key, value in values.items():
-                if key not in kinds:
-                    known = ", ".join(kinds)
-                    raise ValueError(f"unknown config key {section}.{key}; known: {known}")
-                fields[key] = _coerce(f"{section}.{key}", value, kinds[key])
+                dotted = f"{section}.{key}"
+                if dotted in MOVED_KEYS:
+                    raise ValueError(f"config key {dotted} is now {MOVED_KEYS[dotted]}")
+                if key not in names:
+                    raise ValueError(f"unknown config key {dotted}; known: {', '.join(names)}")
+                fields[key] = coerce(dotted, value, kinds[key])
             changes[section] = dataclasses.replace(current, **fields)
         return dataclasses.replace(self, **changes)
-
-
-def _coerce(name: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"config {name} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"config {name} must be an integer, got {value!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"config {name} must be an integer, got {value!r}") from None
-        if number != int(number):
-            raise ValueError(f"config {name} must be an integer, got {value!r}")
-        return int(number)
-    if kind is float:
-        if isinstance(value, bool):
-            raise ValueError(f"config {name} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"config {name} must be a number, got {value!r}") from None
-    if kind is str:
-        return str(value)
-    raise ValueError(f"config {name}: unsupported type {kind}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -1,6 +1,6 @@
-"""Image input/output at the boundary: decode anything a user may throw at us into
-``H×W×3 uint8 RGB`` (+ optional ``H×W float32`` alpha), write RGBA outputs atomically, and turn
-command-line INPUT arguments into a list of files.
+"""Image input at the boundary: decode anything a user may throw at us into ``H×W×3 uint8 RGB``
+(+ optional ``H×W float32`` alpha). Outputs are written by ``pipeline.outputs``; batch inputs
+are found by ``pipeline.batch``.
 
 Every decoding failure is an ``ImageError`` (a ``ValueError``) whose ``str()`` is one line naming
 the file and the reason, e.g. ``"x.jpg: truncated or corrupt image data"``. Pillow's global
@@ -10,22 +10,19 @@ limit is our own check on the header, done before any pixel is decoded.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import sys
-import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+# the file extensions a folder or glob input is searched for (an explicit file is read whatever
+# its extension: the decoder, not the name, decides what it is)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-SAVE_FORMATS = ("png", "webp")
-WEBP_MAX_SIDE_PX = 16383  # hard limit of the WebP bitstream
 _PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
@@ -253,159 +250,3 @@ def _alpha_or_none(alpha_u8: np.ndarray | None) -> np.ndarray | None:
     if alpha_u8 is None or bool((alpha_u8 == 255).all()):
         return None
     return alpha_u8.astype(np.float32) / np.float32(255.0)
-
-
-# -- saving -------------------------------------------------------------------------------------
-def save_image(
-    path: str | Path,
-    rgba: np.ndarray,
-    fmt: str = "png",
-    png_compress_level: int = 1,
-    webp_quality: int = 90,
-    protect: Iterable[str | Path] = (),
-) -> Path:
-    """Write ``rgba`` (``H×W×4 uint8``) to ``path`` as PNG or WebP, atomically; return ``path``.
-
-    Atomic: a temp file in the same folder, fsync'ed, then ``os.replace``d over ``path`` — a
-    crash leaves the old file or the whole new one. WebP: lossless alpha (``alpha_quality=100``),
-    ``webp_quality`` for colour. ``ValueError`` when ``path`` is the same file as one of
-    ``protect`` (inputs; symlinks, hard links too), or for a bad array, format or option.
-    """
-    path = Path(path)
-    fmt = fmt.lower()
-    if fmt not in SAVE_FORMATS:
-        raise ValueError(
-            f"unknown output format {fmt!r}; expected one of: {', '.join(SAVE_FORMATS)}"
-        )
-    if not isinstance(rgba, np.ndarray) or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"rgba must be H×W×4, got shape {getattr(rgba, 'shape', None)}")
-    if rgba.dtype != np.uint8 or 0 in rgba.shape[:2]:
-        raise ValueError(f"rgba must be non-empty uint8, got {rgba.dtype} shape {rgba.shape}")
-    if not 0 <= png_compress_level <= 9:
-        raise ValueError(f"png_compress_level must be in 0..9, got {png_compress_level}")
-    if not 0 <= webp_quality <= 100:
-        raise ValueError(f"webp_quality must be in 0..100, got {webp_quality}")
-    if fmt == "webp" and max(rgba.shape[:2]) > WEBP_MAX_SIDE_PX:
-        raise ValueError(
-            f"{path}: WebP is limited to {WEBP_MAX_SIDE_PX} px per side, got shape "
-            f"{rgba.shape[:2]}; use png"
-        )
-    for other in protect:
-        if _same_file(path, Path(other)):
-            raise ValueError(f"{path}: refusing to overwrite an input ({other})")
-
-    img = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
-    if fmt == "png":
-        options = {"format": "PNG", "compress_level": png_compress_level}
-    else:
-        options = {"format": "WEBP", "quality": webp_quality, "alpha_quality": 100}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            img.save(handle, **options)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp_name, path)
-    except BaseException:
-        # leave no temp file behind, whatever went wrong (disk full, Ctrl-C)
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name the same file (after symlinks; hard links too)."""
-    try:
-        if a.resolve() == b.resolve():
-            return True
-    except (OSError, RuntimeError):  # RuntimeError: symlink loop
-        pass
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist: they cannot be the same file
-        return False
-
-
-# -- batch inputs -------------------------------------------------------------------------------
-def discover_inputs(args: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Expand INPUT arguments into (sorted unique files, one error line per empty argument).
-
-    A file is taken whatever its extension (the loader then says if it is not an image). A
-    folder is searched recursively for image extensions (``IMAGE_EXTENSIONS``, any case),
-    skipping hidden files (``.name``: macOS ``._`` forks, our own temp files). A glob (``*``,
-    ``?``, ``[…]``; ``**`` recursive) keeps the image files it matches and searches the folders it
-    matches. Duplicates (same resolved path) are listed once, with the first spelling seen.
-    """
-    found: dict[Path, Path] = {}
-    errors: list[str] = []
-    for arg in args:
-        matches = _expand(arg)
-        if not matches:
-            path = Path(arg)
-            if path.is_dir():
-                errors.append(f"{arg}: no image files in this folder")
-            else:
-                errors.append(f"{arg}: no such file or no match")
-            continue
-        for match in matches:
-            found.setdefault(match.resolve(), match)
-    return sorted(found.values(), key=lambda p: str(p)), errors
-
-
-def _expand(arg: str) -> list[Path]:
-    path = Path(arg)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return _images_under(path)
-    if not glob.has_magic(arg):
-        return []
-    matches: list[Path] = []
-    for name in sorted(glob.glob(arg, recursive=True)):
-        match = Path(name)
-        if match.is_dir():
-            matches.extend(_images_under(match))
-        elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
-            matches.append(match)
-    return matches
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below ``folder``, recursively, skipping hidden files and hidden folders."""
-    found = []
-    for p in folder.rglob("*"):
-        hidden = any(part.startswith(".") for part in p.relative_to(folder).parts)
-        if not hidden and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            found.append(p)
-    return sorted(found)
-
-
-def output_name(path: Path, input_root: Path | None = None, taken: set[str] | None = None) -> str:
-    """Output name (no extension, ``/``-separated) for input ``path``; unique within ``taken``.
-
-    Naming rule: an input found inside a folder given on the command line (``input_root``)
-    keeps its sub-folder, ``photos/a/x.jpg`` under root ``photos`` → ``"a/x"``; otherwise the
-    name is the file stem, ``"x"``. When the name is already in ``taken`` (compared
-    case-insensitively, because macOS and Windows file systems are), ``-2``, ``-3`` … is
-    appended: ``x.jpg`` and ``x.png`` → ``"x"`` and ``"x-2"``. The chosen name is added to
-    ``taken``; pass one set for a whole batch, in the batch's (sorted) order, so names are
-    deterministic.
-    """
-    stem = Path(path).stem
-    name = stem
-    if input_root is not None:
-        try:
-            relative = Path(path).resolve().relative_to(Path(input_root).resolve())
-        except ValueError:  # not under the root
-            relative = None
-        if relative is not None and len(relative.parts) > 1:
-            name = (relative.parent / stem).as_posix()
-    if taken is None:
-        return name
-    candidate, n = name, 1
-    while candidate.casefold() in taken:
-        n += 1
-        candidate = f"{name}-{n}"
-    taken.add(candidate.casefold())
-    return candidate

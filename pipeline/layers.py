@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.types import Instance, KeepMode, Matte, Role, check_image
+from pipeline.outputs import encode, get_format, write_file
+from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
 
-# (instances ranked, keep mode) -> selection with .decisions aligned to the instances
-SelectFn = Callable[[Sequence[Instance], KeepMode], Any]
+# (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
+SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
 RefineFn = Callable[[np.ndarray, Instance], Matte]
+
+
+def rank_instances(instances: Sequence[Instance]) -> list[Instance]:
+    """The instances best first: by ``score`` descending, ties in the given order. Layer ``k``
+    of ``Layers`` holds the ``k``-th of this list."""
+    return sorted(instances, key=lambda inst: -float(inst.score))
 
 
 class Layer:
@@ -59,22 +66,46 @@ class Layer:
         """This layer alone as an ``H×W×4 uint8`` RGBA image at full resolution."""
         return self._owner._compose([self])
 
+    def crop_rgba(self) -> tuple[np.ndarray, int, int]:
+        """This layer alone, cropped to its matte: ``(h×w×4 uint8 RGBA, x0, y0)``, with ``x0``,
+        ``y0`` the crop's top-left corner in the photo. The input file's own transparency is
+        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel."""
+        matte = self.matte
+        h, w = matte.alpha.shape
+        if h == 0 or w == 0:  # an empty mask: one transparent pixel keeps every decoder happy
+            return np.zeros((1, 1, 4), np.uint8), int(matte.x0), int(matte.y0)
+        alpha = matte.alpha
+        if self._owner.input_alpha is not None:
+            sl = (slice(matte.y0, matte.y0 + h), slice(matte.x0, matte.x0 + w))
+            alpha = alpha * self._owner.input_alpha[sl]
+        return to_rgba(matte.foreground, alpha), int(matte.x0), int(matte.y0)
+
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
         return f"Layer(rank={self.rank}, label={self.label!r}, role={self.role.value}, {state})"
 
 
 class Layers:
-    """Ranked layers of one photo.
+    """Ranked layers of one photo, complete when built: nothing outside this class writes into
+    it, except the switches a caller flips (``set_keep``, ``set_enabled``).
 
     Args:
         image: ``H×W×3 uint8`` RGB photo.
-        instances: instances with ``score`` set, in any order (they are ranked here).
-        keep: the keep mode the decisions were made for.
-        select_fn: re-runs the keep policy for another mode (no networks involved).
+        instances: instances with ``score`` set, in any order (they are ranked here with
+            ``rank_instances``).
+        keep: the keep mode the decisions are made for.
+        select_fn: the keep policy, ``fn(ranked, mode) -> Selection``; re-run for another mode
+            (no networks involved).
         refine_fn: turns one instance into a ``Matte``.
         input_alpha: ``H×W float32`` transparency of the input file, multiplied into every output.
-        timings_s: seconds per stage, filled by the pipeline.
+        timings_s: seconds per stage (``pipeline.api.Remover.run`` gives every stage and
+            ``total``); mattes computed later add their time to ``refine``.
+        source: the input's path, for the manifest ("" when not from a file).
+        saliency: the image's ``H×W float32`` salient-object map in [0, 1], when one was
+            computed (the evaluation's rules read it).
+        selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
+            it; otherwise it is computed here.
+        mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
     """
 
     def __init__(
@@ -85,25 +116,37 @@ class Layers:
         select_fn: SelectFn,
         refine_fn: RefineFn,
         input_alpha: np.ndarray | None = None,
-        timings_s: dict[str, float] | None = None,
+        timings_s: Mapping[str, float] | None = None,
         source: str = "",
+        *,
+        saliency: np.ndarray | None = None,
+        selection: Selection | None = None,
+        mattes: Mapping[int, Matte] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
             raise ValueError(f"input_alpha must be {image.shape[:2]}, got {input_alpha.shape}")
         self.input_alpha = input_alpha
         self.source = source
-        self.saliency: np.ndarray | None = None  # H×W float32 salient map, when one was computed
+        self._saliency = None if saliency is None else check_saliency(saliency, image.shape[:2])
         self.timings_s: dict[str, float] = dict(timings_s or {})
         self._select_fn = select_fn
         self._refine_fn = refine_fn
-        self._mattes: dict[int, Matte] = {}
-        ranked = sorted(instances, key=lambda inst: -float(inst.score))
+        self._mattes: dict[int, Matte] = dict(mattes or {})
+        ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         self.ambiguity = 1.0
         self.alternatives: tuple[tuple[int, ...], ...] = ()
         self.keep = KeepMode.parse(keep)
-        self.set_keep(self.keep)
+        if selection is None:
+            self.set_keep(self.keep)
+        else:
+            self._apply(self.keep, self._checked(selection))
+
+    @property
+    def saliency(self) -> np.ndarray | None:
+        """The ``H×W float32`` salient-object map in [0, 1], or None when none was computed."""
+        return self._saliency
 
     # -- sequence protocol -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -124,8 +167,10 @@ class Layers:
         return self.image.shape[0], self.image.shape[1]
 
     # -- selection and toggles ---------------------------------------------------------------
-    def _selection(self, keep: KeepMode):
-        selection = self._select_fn(self.instances, keep)
+    def _selection(self, keep: KeepMode) -> Selection:
+        return self._checked(self._select_fn(self.instances, keep))
+
+    def _checked(self, selection: Selection) -> Selection:
         if len(selection.decisions) != len(self.layers):
             raise ValueError(
                 f"keep policy returned {len(selection.decisions)} decisions "
@@ -136,7 +181,9 @@ class Layers:
     def set_keep(self, keep: KeepMode | str) -> None:
         """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
         mode = KeepMode.parse(keep)
-        selection = self._selection(mode)
+        self._apply(mode, self._selection(mode))
+
+    def _apply(self, mode: KeepMode, selection: Selection) -> None:
         for layer, decision in zip(self.layers, selection.decisions, strict=True):
             layer.role = decision.role
             layer.reason = decision.reason
@@ -163,6 +210,16 @@ class Layers:
         ]
 
     # -- compositing ---------------------------------------------------------------------------
+    def matte_all(self) -> None:
+        """Matte every layer now (not only those on), e.g. before handing the layers to a client
+        that toggles them; the time goes into ``timings_s['refine']`` and, when present,
+        ``timings_s['total']``."""
+        start = time.perf_counter()
+        for layer in self.layers:
+            self._matte(layer.instance)
+        if "total" in self.timings_s:
+            self.timings_s["total"] += time.perf_counter() - start
+
     def _matte(self, instance: Instance) -> Matte:
         if instance.id not in self._mattes:
             start = time.perf_counter()
@@ -194,10 +251,7 @@ class Layers:
 
     def _compose(self, layers: Sequence[Layer]) -> np.ndarray:
         alpha, colour = self._alpha_and_colour(layers)
-        rgba = np.empty((*self.hw, 4), np.uint8)
-        rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
-        rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return rgba
+        return to_rgba(colour, alpha)
 
     def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
         """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
@@ -248,6 +302,36 @@ class Layers:
         ]
         return debug_view(self.image, items, self.alpha())
 
+    def files(
+        self,
+        fmt: str = "png",
+        *,
+        png_compress_level: int = 1,
+        webp_quality: int = 90,
+        debug: bool = False,
+    ) -> Iterator[tuple[str, bytes]]:
+        """Every file of the layer set, as ``(relative name, bytes)``, one at a time: one
+        full-size RGBA file per layer (``01-person.png`` …), ``composite.<ext>``, with ``debug``
+        ``debug.png`` (the debug view), and last ``layers.json`` (``to_json()`` plus each
+        layer's ``file``, ``composite`` and, with ``debug``, ``debug``). Both ``save`` and the
+        server's ZIP write exactly these."""
+        spec = get_format(fmt)
+        options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
+        names = {layer.rank: f"{layer.filename_stem}{spec.extension}" for layer in self.layers}
+        for layer in self.layers:
+            yield names[layer.rank], encode(layer.rgba(), spec, **options)
+        composite = f"composite{spec.extension}"
+        yield composite, encode(self.composite(), spec, **options)
+        if debug:
+            yield "debug.png", encode(self.debug_view(), "png", **options)
+        manifest = self.to_json()  # after the mattes, so timings_s counts their refine time
+        for entry, layer in zip(manifest["layers"], self.layers, strict=True):
+            entry["file"] = names[layer.rank]
+        manifest["composite"] = composite
+        if debug:
+            manifest["debug"] = "debug.png"
+        yield "layers.json", json.dumps(manifest, indent=1).encode("utf-8")
+
     def save(
         self,
         out_dir: str | Path,
@@ -256,34 +340,21 @@ class Layers:
         webp_quality: int = 90,
         protect: Sequence[Path] = (),
     ) -> list[Path]:
-        """Write one RGBA file per layer (``01-person.png`` …), ``composite.<fmt>`` and
-        ``layers.json`` into ``out_dir``; returns the paths written."""
-        from pipeline.imageio import save_image
-
+        """Write ``files()`` into ``out_dir`` (each file atomically, never over one of
+        ``protect``); returns the paths written, ``layers.json`` last."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        options = {
-            "fmt": fmt,
-            "png_compress_level": png_compress_level,
-            "webp_quality": webp_quality,
-            "protect": protect,
-        }
-        written = []
-        for layer in self.layers:
-            written.append(
-                save_image(out / f"{layer.filename_stem}.{fmt}", layer.rgba(), **options)
-            )
-        written.append(save_image(out / f"composite.{fmt}", self.composite(), **options))
-        manifest = self.to_json()
-        for entry, layer in zip(manifest["layers"], self.layers, strict=True):
-            entry["file"] = f"{layer.filename_stem}.{fmt}"
-        manifest["composite"] = f"composite.{fmt}"
-        json_path = out / "layers.json"
-        tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        tmp.replace(json_path)
-        written.append(json_path)
-        return written
+        options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
+        return [write_file(out / name, data, protect) for name, data in self.files(fmt, **options)]
+
+
+def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``h×w×4 uint8`` RGBA from ``h×w×3`` colour (any real dtype, rounded) and ``h×w`` alpha
+    in [0, 1]: the one place a matte becomes pixels."""
+    rgba = np.empty((*alpha.shape, 4), np.uint8)
+    rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return rgba
 
 
 # Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.

@@ -1,7 +1,8 @@
 """One small Protocol per pipeline role.
 
-Stages are composed in ``pipeline.api.Remover.from_config``; adapters convert library outputs at
-their boundary so tests can substitute fakes. All images are ``H×W×3 uint8`` RGB.
+Stages are composed in ``pipeline.api.Remover`` (built from the config on first use, or
+injected); adapters convert library outputs at their boundary so tests can substitute fakes.
+All images are ``H×W×3 uint8`` RGB.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.types import Instance, Matte
+from pipeline.types import Instance, KeepMode, Matte, Selection
 
 
 @runtime_checkable
@@ -49,6 +50,21 @@ class Ranker(Protocol):
 
     def score(self, instances: Sequence[Instance]) -> np.ndarray:
         """``(N,) float64`` scores, one per instance, in input order."""
+        ...
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """The keep policy: which ranked instances the cut-out keeps, each with a reason."""
+
+    def select(
+        self,
+        ranked: Sequence[Instance],
+        mode: KeepMode | str,
+        saliency: np.ndarray | None = None,
+    ) -> Selection:
+        """One decision per instance of ``ranked`` (features and scores set), in that order;
+        ``saliency`` is the image's ``H×W float32`` map in [0, 1] when one was computed."""
         ...
 
 

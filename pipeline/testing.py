@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pipeline.ultra import import_ultralytics
+from pipeline.stages.ultra import import_ultralytics
 
 MANIFEST_NAME = "manifest.json"
 DEFAULT_MODELS = ("yolo11n-seg", "mobile_sam", "sam_vit_b")

@@ -88,6 +88,21 @@ def check_alpha(alpha: np.ndarray, hw: tuple[int, int] | None = None, name: str 
     return alpha
 
 
+def check_saliency(saliency: np.ndarray, hw: tuple[int, int], name: str = "saliency") -> np.ndarray:
+    """Return a salient-object map if it is ``H×W float32`` of shape ``hw`` with every value in
+    [0, 1] (no NaN, no inf), else raise ``ValueError`` naming ``name``.
+
+    The one check of a map: the pipeline checks the model's output with it, and every function
+    that reads a map (mask edges, rescue, cues, the keep policy, evaluation rules) calls it.
+    """
+    check_alpha(saliency, hw, name)
+    if saliency.size:
+        low, high = float(saliency.min()), float(saliency.max())  # NaN propagates into both
+        if not (0.0 <= low and high <= 1.0):
+            raise ValueError(f"{name} must hold values in [0, 1], got min {low:.3g} max {high:.3g}")
+    return saliency
+
+
 def mask_to_xyxy(mask: np.ndarray) -> np.ndarray:
     """Tight ``(4,) float32`` box ``[x0, y0, x1, y1]`` (x1, y1 exclusive) of a bool mask.
 
@@ -158,6 +173,22 @@ class Decision:
 
     role: Role
     reason: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The keep policy's result for one image (``pipeline.stages.select``).
+
+    Attributes:
+        decisions: one ``Decision`` per instance, in the order the policy was given them.
+        ambiguity: in [0, 1]; high when two main candidates are close.
+        alternatives: instance ids of a few other main selections, best first, the chosen one
+            excluded; each tuple lists its lead instance first.
+    """
+
+    decisions: tuple[Decision, ...]
+    ambiguity: float
+    alternatives: tuple[tuple[int, ...], ...]
 
 
 @dataclass(frozen=True)

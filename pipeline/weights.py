@@ -1,4 +1,4 @@
-"""Weights store: manifest, lookup, verified download and the ``layercut weights`` command.
+"""Weights store: manifest, lookup and verified download (the command: ``pipeline.weights_cli``).
 
 Pretrained weights are never committed. ``models/weights.json`` lists each file's official URL,
 the hash the upstream publishes (sha256, md5 or a sha256 prefix) or ``null``, its size when
@@ -23,13 +23,12 @@ run code.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pipeline import download as dl
 
@@ -330,57 +329,3 @@ def weight_status(manifest: dict[str, WeightSpec] | None = None) -> list[dict]:
         }
         for spec in specs.values()
     ]
-
-
-class _UsageError(Exception):
-    """Bad ``layercut weights`` usage: exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and sys.exit(2)
-        raise _UsageError(f"{self.prog}: error: {message}")
-
-
-def _table(rows: list[dict]) -> list[str]:
-    header = ("name", "MB", "licence", "stage", "cached", "hash")
-    lines = []
-    for row in rows:
-        size = row["bytes"] or (row["path"].stat().st_size if row["path"] else None)
-        cached = f"yes: {row['path']}" if row["path"] else "no"
-        mb = f"{size / 1e6:.1f}" if size else "?"
-        lines.append((row["name"], mb, row["licence"], row["stage"], cached, row["hash_status"]))
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
-        for r in [header, *lines]
-    ]
-
-
-def cli_weights(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
-    """``layercut weights list`` | ``layercut weights fetch NAME [--force] [--no-progress]``.
-
-    Exit status 0 ok, 1 failure (one line on stderr, no traceback), 2 bad usage.
-    """
-    parser = _Parser(prog="layercut weights", add_help=False)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", add_help=False)
-    fetch_parser = sub.add_parser("fetch", add_help=False)
-    fetch_parser.add_argument("name")
-    fetch_parser.add_argument("--force", action="store_true")
-    fetch_parser.add_argument("--no-progress", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-    except _UsageError as exc:
-        print(f"{exc}; usage: layercut weights list | fetch NAME [--force]", file=stderr)
-        return 2
-    try:
-        if args.command == "list":
-            for line in _table(weight_status()):
-                print(line.rstrip(), file=stdout)
-        else:
-            path = fetch(args.name, force=args.force, progress=not args.no_progress)
-            print(path, file=stdout)
-    except WeightsError as exc:
-        print(f"layercut weights: {exc}", file=stderr)
-        return 1
-    return 0

@@ -1,14 +1,6 @@
 """Test helpers: random-weight checkpoints built on demand, and the shared real data folder.
 
-Usage in a test module::
-
-    from tests.checkpoints import RandomCheckpoints, shared_root
-
-    @pytest.fixture(scope="session")
-    def checkpoints(tmp_path_factory):
-        store = RandomCheckpoints(tmp_path_factory.mktemp("random_weights"))
-        yield store
-        store.cleanup()  # SAM ViT-B alone is 375 MB
+The ``checkpoints`` fixture (``tests/conftest.py``) is a session-wide ``RandomCheckpoints``::
 
     def test_x(checkpoints):
         weights = checkpoints.path("yolo11n-seg")          # built once, then reused

@@ -23,9 +23,9 @@ from pipeline.config import DetectConfig
 from pipeline.protocols import Detector, Segmenter
 from pipeline.stages.detect import YoloDetector
 from pipeline.stages.segment import MobileSamSegmenter, SamSegmenter, build_segmenter
+from pipeline.stages.ultra import import_ultralytics, restore_threads
 from pipeline.types import Instance
-from pipeline.ultra import import_ultralytics, restore_threads
-from tests.checkpoints import RandomCheckpoints, shared_weights_dir
+from tests.checkpoints import shared_weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(import_ultralytics().__file__).parent / "assets"
@@ -36,13 +36,6 @@ RANDOM_CONFIG = DetectConfig(conf=1e-4, max_det=20, min_area_frac=0.0)
 
 def load_rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
-
-
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
-    store = RandomCheckpoints(tmp_path_factory.mktemp("random_weights"))
-    yield store
-    store.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +345,7 @@ def test_import_ultralytics_undoes_its_pillow_open_patch():
     # Ultralytics' wrapper pip-installs pi-heif when Pillow cannot identify a file
     from PIL import Image
 
-    from pipeline.ultra import import_ultralytics
+    from pipeline.stages.ultra import import_ultralytics
 
     import_ultralytics()
     from ultralytics.utils import patches

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from tests.checkpoints import RandomCheckpoints, shared_root
+from tests.checkpoints import shared_root
 
 # A random YOLO finds nothing at ordinary thresholds: take its top few proposals instead.
 RANDOM_DETECTOR = ["--set", "detect.conf=0.0001", "--set", "detect.max_det=4"]
@@ -32,18 +32,11 @@ def bus_photo() -> Path:
     return Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    store = RandomCheckpoints(tmp_path_factory.mktemp("random_weights"))
-    store.manifest(["yolo11n-seg", "mobile_sam"])
-    yield store
-    store.cleanup()
-
-
 @pytest.fixture
 def store_env(checkpoints, tmp_path, monkeypatch):
     """Point the weights store at the random-weight manifest and an empty cache."""
-    monkeypatch.setenv("LAYERCUT_MANIFEST", str(checkpoints.root / "manifest.json"))
+    manifest = checkpoints.manifest(["yolo11n-seg", "mobile_sam"])
+    monkeypatch.setenv("LAYERCUT_MANIFEST", str(manifest))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LAYERCUT_WEIGHTS", raising=False)
     monkeypatch.delenv("LAYERCUT_OFFLINE", raising=False)

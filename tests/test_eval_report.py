@@ -1,5 +1,6 @@
-"""The evaluation loop, report.json / report.html and compare mode, driven by a fake remover on a
-3-item synthetic dataset; plus reading the real eval manifest when ../shared is present."""
+"""The evaluation loop, report.json / report.html and compare mode, driven by
+``pipeline.fakes.FakeRemover`` (real ``Layers``, no network) on a 3-item synthetic dataset; plus
+reading the real eval manifest when ../shared is present."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import base64
 import io
 import json
 import os
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,76 +22,10 @@ from pipeline.eval.dataset import load_dataset, load_ground_truth
 from pipeline.eval.metrics_matting import unknown_region
 from pipeline.eval.proposals import gt_proposals, make_proposals
 from pipeline.eval.run import EvalOptions, evaluate
-from pipeline.types import Instance
+from pipeline.fakes import FakeRemover
 
 SHARED = Path(os.environ.get("LAYERCUT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 HW = (48, 64)
-
-
-# -- a fake pipeline (satisfies pipeline.eval.run.RemoverLike / LayersLike) --------------------
-@dataclass
-class FakeLayer:
-    rank: int
-    instance: Instance
-    enabled: bool
-
-
-@dataclass
-class FakeLayers:
-    image: np.ndarray
-    layers: list[FakeLayer]
-    erode_px: int = 0
-    timings_s: dict[str, float] = field(default_factory=lambda: {"features": 0.01, "total": 0.02})
-    ambiguity: float = 0.0
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __getitem__(self, index):
-        return self.layers[index]
-
-    def kept_mask(self, keep=None):
-        out = np.zeros(self.image.shape[:2], bool)
-        for layer in self.layers:
-            if layer.enabled:
-                out |= layer.instance.mask
-        return out
-
-    def alpha(self, keep=None):
-        mask = self.kept_mask()
-        for _ in range(self.erode_px):  # a deliberately worse "matting": shrink the mask
-            mask = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0)
-            mask = mask & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
-        return mask.astype(np.float32)
-
-    def composite(self, keep=None):
-        return np.dstack([self.image, (self.alpha() * 255).astype(np.uint8)])
-
-
-class FakeRemover:
-    """Scores instances by area; keeps those whose label is in ``keep_labels`` (all if None)."""
-
-    def __init__(self, keep_labels=None, erode_px=0, fail_on_shape=None):
-        self.config = Config()
-        self.keep_labels = keep_labels
-        self.erode_px = erode_px
-        self.fail_on_shape = fail_on_shape
-        self.calls = []
-
-    def run(self, image, proposals=None):
-        self.calls.append(proposals)
-        if image.shape[:2] == self.fail_on_shape:
-            raise RuntimeError("stage exploded")
-        instances = [inst.replace(score=inst.area_px / image[..., 0].size) for inst in proposals]
-        instances.sort(key=lambda inst: -inst.score)
-        layers = [
-            FakeLayer(i + 1, inst, self.keep_labels is None or inst.label in self.keep_labels)
-            for i, inst in enumerate(instances)
-        ]
-        return FakeLayers(image, layers, self.erode_px)
 
 
 # -- a 3-item synthetic dataset ----------------------------------------------------------------
@@ -353,14 +287,24 @@ def test_compare_threshold_override_can_tolerate_the_change(dataset, tmp_path):
 
 # -- CLI --------------------------------------------------------------------------------------
 def test_cli_eval_uses_the_remover_and_prints_the_table(dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("pipeline.eval.run.build_remover", lambda *a, **k: FakeRemover())
-    assert cli.main([str(dataset), "-o", str(tmp_path / "run"), "--limit", "2"]) == 0
+    built = []
+    monkeypatch.setattr(
+        "pipeline.eval.run.build_remover", lambda *a, **k: built.append(a) or FakeRemover()
+    )
+    argv = [str(dataset), "-o", str(tmp_path / "run"), "--limit", "2", "--device", "cpu"]
+    assert cli.main([*argv, "--set", "detect.conf=0.3"]) == 0
+    assert built == [(None, ["detect.conf=0.3"], "cpu")]  # the shared config arguments
     out = capsys.readouterr().out
     assert "simple_object" in out and "scene" in out and "smoke" not in out
     assert json.loads((tmp_path / "run" / "report.json").read_text())["meta"]["limit"] == 2
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["x.json", "-o", str(tmp_path), "--device", "tpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layercut eval: error: argument --device" in err
     assert cli.main(["-o", str(tmp_path)]) == 2
     assert cli.main([str(tmp_path / "missing.json"), "-o", str(tmp_path / "x")]) == 2
     assert "dataset not found" in capsys.readouterr().err
@@ -368,11 +312,26 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
 
 # -- the real evaluation data (skipped without ../shared) -------------------------------------
 def test_real_manifest_conventions():
-    manifest = SHARED / "data" / "eval" / "manifest.json"
-    if not manifest.is_file():
-        pytest.skip(f"real eval data not found at {manifest} (set LAYERCUT_SHARED)")
-    items = {it.name: it for it in load_dataset(manifest)}
-    assert len(items) >= 61  # the shared manifest grows (61 items, then 213)
+    manifest_path = SHARED / "data" / "eval" / "manifest.json"
+    if not manifest_path.is_file():
+        pytest.skip(f"real eval data not found at {manifest_path} (set LAYERCUT_SHARED)")
+    raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    items = {it.name: it for it in load_dataset(manifest_path)}
+    # every entry is read, once (the count grows as data is added: never hard-code it)
+    assert len(items) == len(raw["items"]) == raw["count"]
+    kinds = {"alpha", "pseudo_alpha", "binary_mask", "instance_mask", "trimap_only", "none"}
+    for entry in raw["items"]:
+        item = items[entry["name"]]
+        assert item.gt_kind == entry["gt_kind"] in kinds, item.name
+        assert item.image.is_file(), item.name
+        assert item.alpha is None or item.gt_kind == "alpha", item.name  # pseudo GT never GT
+        for path in (item.alpha, item.mask, item.trimap, item.instances):
+            if path is not None:  # 8-bit single-channel PNGs at the photo's size
+                with Image.open(path) as img:
+                    assert (img.format, img.mode) == ("PNG", "L"), path
+                    assert list(img.size) == entry["size_wh"], path
+    grabcut = [e for e in raw["items"] if e["set"] == "grabcut"]
+    assert grabcut and all(e.get("ignore_value") == 128 for e in grabcut)
     bike = load_ground_truth(items["cutie_bike_00000"])
     assert bike.instance_ids == (1, 2) and bike.main_ids == (1, 2)
     lemur_item = items["lemur"]
@@ -381,12 +340,11 @@ def test_real_manifest_conventions():
     unknown = unknown_region(np.zeros(lemur.hw, np.float32), lemur.trimap)
     assert unknown.sum() == (lemur.trimap == 102).sum() > 0
     assert items["doll"].subclass == "alphamatting_test_trimaps"
-    grabcut = [it for it in items.values() if it.set_name == "grabcut"]
-    if grabcut:  # GrabCut's 128 band is neither main region nor background
-        banded = [it for it in grabcut if it.ignore_value == 128]
-        assert banded == grabcut
-        gt = next(g for g in map(load_ground_truth, grabcut) if g.ignore is not None)
-        assert gt.ignore.any() and not (gt.ignore & gt.main_mask).any()
+    # GrabCut's 128 band is neither main region nor background
+    banded = [it for it in items.values() if it.set_name == "grabcut"]
+    assert all(it.ignore_value == 128 for it in banded)
+    gt = next(g for g in map(load_ground_truth, banded) if g.ignore is not None)
+    assert gt.ignore.any() and not (gt.ignore & gt.main_mask).any()
 
 
 # -- the real Layers container satisfies the protocol the loop reads ----------------------------

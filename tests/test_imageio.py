@@ -1,4 +1,4 @@
-"""Loading awkward/broken files, saving atomically, and expanding batch inputs."""
+"""Loading awkward/broken files, saving atomically, expanding batch inputs and naming outputs."""
 
 from __future__ import annotations
 
@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipeline.imageio import (
-    ImageError,
-    discover_inputs,
-    image_from_array,
-    image_from_pil,
-    load_image,
-    output_name,
-    save_image,
-)
+from pipeline.batch import discover_inputs, output_names
+from pipeline.imageio import ImageError, image_from_array, image_from_pil, load_image
+from pipeline.outputs import save_image
 from tests.badfiles import bomb_png_bytes, exif_orientation_bytes, source_rgb, write_bad_files
 
 BAD_NAMES = [
@@ -81,8 +75,9 @@ def test_each_input_loads_or_fails_with_one_line_naming_the_file(bad, name):
 
 def test_not_an_image_even_after_ultralytics_patched_pillow(bad, monkeypatch):
     # Ultralytics replaces PIL.Image.open on import with a wrapper that tries to pip-install
-    # pi-heif for unidentifiable files and then raises ModuleNotFoundError. pipeline.ultra undoes
-    # that, but code that imports ultralytics directly leaves the patch active: re-apply it here.
+    # pi-heif for unidentifiable files and then raises ModuleNotFoundError.
+    # pipeline.stages.ultra undoes that, but code that imports ultralytics directly leaves the
+    # patch active: re-apply it here.
     patches = pytest.importorskip("ultralytics.utils.patches")
     monkeypatch.setattr(Image, "open", patches.image_open)
     path = bad["text_as_jpg"][0]
@@ -345,13 +340,14 @@ def test_discover_globs_missing_and_duplicates(tree):
     ]
 
 
-def test_output_names_never_collide(tree):
-    taken: set[str] = set()
-    root = tree
-    assert output_name(tree / "a" / "x.jpg", root, taken) == "a/x"
-    assert output_name(tree / "b" / "x.jpg", root, taken) == "b/x"
-    flat: set[str] = set()
-    assert output_name(tree / "a" / "x.jpg", None, flat) == "x"
-    assert output_name(tree / "b" / "x.jpg", None, flat) == "x-2"
-    assert output_name(tree / "c" / "X.png", None, flat) == "X-3"  # case-insensitive clash
-    assert output_name(tree / "q.jpg", tree / "a") == "q"  # not under the root
+def test_output_names_never_collide_nor_name_an_input(tree):
+    files = [tree / "a" / "x.jpg", tree / "b" / "x.jpg", tree / "a" / "sub" / "y.PNG"]
+    names = output_names(files, tree / "out", "png")
+    assert [names[f] for f in files] == ["x", "x-2", "y"]  # flat; a clash gets -2
+    # OUT/x.png is an input (the first one): both get -cutout, then the clash rule applies
+    beside = [tree / "a" / "x.png", tree / "b" / "x.png"]
+    for path in beside:
+        path.write_bytes(b"data")
+    names = output_names(beside, tree / "a", "png")
+    assert [names[f] for f in beside] == ["x-cutout", "x-cutout-2"]
+    assert output_names(beside, tree / "a", "webp")[beside[0]] == "x"  # x.webp is no input

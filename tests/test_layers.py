@@ -4,20 +4,13 @@ The keep policy and refiner are replaced by tiny deterministic functions here: t
 the container, not the stages (those have their own tests)."""
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from pipeline.fakes import FakeSelection
 from pipeline.layers import Layers
 from pipeline.types import Decision, Instance, KeepMode, Matte, Role
-
-
-@dataclass
-class _Selection:
-    decisions: tuple
-    ambiguity: float = 0.25
-    alternatives: tuple = ((1,),)
 
 
 def _square(h, w, y0, x0, side):
@@ -39,7 +32,7 @@ def _select(instances, mode):
     for rank, inst in enumerate(instances):
         kept = mode is KeepMode.ALL or rank == 0
         decisions.append(Decision(Role.MAIN if kept else Role.DROPPED, f"{mode.value} #{inst.id}"))
-    return _Selection(tuple(decisions))
+    return FakeSelection(tuple(decisions), 0.25, ((1,),))
 
 
 def _refine(image, inst):

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from pipeline import config as config_module
 from pipeline.config import RankConfig
 from pipeline.features import FEATURE_NAMES, compute_features
 from pipeline.protocols import Ranker
-from pipeline.stages import rank
 from pipeline.stages.rank import PRIOR, LinearRanker, build_ranker
 from tests import scenes
 
@@ -135,17 +135,23 @@ def test_build_ranker_prior_path_and_models_name(tmp_path, monkeypatch):
     ranker = LinearRanker(["a"], coef=[1.0], name="mine")
     path = ranker.to_json(tmp_path / "mine.json")
     assert build_ranker(RankConfig(model=str(path))).name == "mine"
-    monkeypatch.setattr(rank, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(config_module, "MODELS_DIR", tmp_path)
     assert build_ranker(RankConfig(model="mine")).name == "mine"  # models/<name>.json
     assert build_ranker(RankConfig(model="mine.json")).name == "mine"
 
 
-def test_build_ranker_errors_name_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(rank, "MODELS_DIR", tmp_path)
-    with pytest.raises(ValueError, match="ranker file not found: 'nope'"):
-        build_ranker(RankConfig(model="nope"))
-    with pytest.raises(ValueError, match="rank.model is empty"):
-        build_ranker(RankConfig(model=" "))
+def test_rank_model_errors_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "MODELS_DIR", tmp_path)
+    # a name that is no file is refused when the config is built, before any model loads
+    with pytest.raises(ValueError, match=r"config rank.model must be prior.*got 'nope'"):
+        RankConfig(model="nope")
+    with pytest.raises(ValueError, match="config rank.model must be prior"):
+        RankConfig(model=" ")
+    gone = LinearRanker(["a"], coef=[1.0]).to_json(tmp_path / "gone.json")
+    config = RankConfig(model="gone")
+    gone.unlink()
+    with pytest.raises(ValueError, match="ranker file not found: 'gone'"):
+        build_ranker(config)
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="bad.json: format must be"):
         build_ranker(RankConfig(model="bad"))

@@ -24,8 +24,8 @@ from PIL import Image
 from pipeline.api import Remover
 from pipeline.eval.cli import main as eval_main
 from pipeline.eval.metrics_select import iou
+from pipeline.stages.ultra import import_ultralytics
 from pipeline.types import Role
-from pipeline.ultra import import_ultralytics
 from tests.checkpoints import shared_root, shared_weights_dir
 
 REAL_SEG = shared_weights_dir() / "yolov8n-seg_int8.onnx"

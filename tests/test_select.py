@@ -7,9 +7,9 @@ import pytest
 
 from pipeline.config import SelectConfig
 from pipeline.features import FEATURE_NAMES, compute_features
-from pipeline.select import Selection, select
 from pipeline.stages.rank import PRIOR
-from pipeline.types import KeepMode, Role
+from pipeline.stages.select import select_by_rules as select
+from pipeline.types import KeepMode, Role, Selection
 from tests import scenes
 
 CONFIG = SelectConfig()

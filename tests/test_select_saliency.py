@@ -1,5 +1,6 @@
-"""Fragments of a kept instance join it through the salient map (pipeline.select_saliency), on
-synthetic maps with known answers, and through ``Remover.run`` with injected stages."""
+"""Fragments of a kept instance join it through the salient map
+(pipeline.stages.select_fragments), on synthetic maps with known answers, and through
+``Remover.run`` with injected stages."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import pytest
 
 from pipeline.api import Remover
 from pipeline.config import load_config
-from pipeline.select import Selection
-from pipeline.select_saliency import absorb_fragments
-from pipeline.types import Decision, Instance, Role, mask_to_xyxy
+from pipeline.stages.select_fragments import absorb_fragments
+from pipeline.types import Decision, Instance, Role, Selection, mask_to_xyxy
 
 HW = (100, 160)
 

@@ -1,7 +1,8 @@
 """HTTP API, in-process: results, the ZIP and JSON forms, bad input, limits and the queue.
 
-Most tests drive the app with ``FakeRemover``: it returns a real ``pipeline.layers.Layers`` built
-from hand-made instances whose geometry is known, so the tests can check pixels. One test runs
+Most tests drive the app with ``pipeline.fakes.FakeRemover``: it returns a real
+``pipeline.layers.Layers`` built from hand-made instances whose geometry is known, so the tests
+can check pixels. One test runs
 the real ``Remover`` with random-weight checkpoints of the real architectures (plumbing only).
 """
 
@@ -15,7 +16,6 @@ import struct
 import threading
 import zipfile
 import zlib
-from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -24,82 +24,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pipeline.config import Config
-from pipeline.layers import Layers
+from pipeline.fakes import FakeRemover, fake_masks
 from pipeline.serve import main as serve_main
 from pipeline.serve.app import create_app
 from pipeline.serve.limits import AdmissionGate, ServeLimits
-from pipeline.types import Decision, Instance, KeepMode, Matte, Role
-
-
-# ---------------------------------------------------------------- a remover with known geometry
-@dataclass
-class _Selection:
-    decisions: tuple
-    ambiguity: float
-    alternatives: tuple
-
-
-_ROLES = {  # label -> role per keep mode
-    "person": {"main": Role.MAIN, "all": Role.KEPT, "interacting": Role.MAIN},
-    "bag": {"main": Role.INTERACTING, "all": Role.KEPT, "interacting": Role.INTERACTING},
-    "dog": {"main": Role.DROPPED, "all": Role.KEPT, "interacting": Role.DROPPED},
-    "cup": {"main": Role.DROPPED, "all": Role.DROPPED, "interacting": Role.DROPPED},
-}
-
-
-def fake_select(instances, mode: KeepMode) -> _Selection:
-    decisions = tuple(
-        Decision(_ROLES[inst.label][mode.value], f"{inst.label} under {mode.value}")
-        for inst in instances
-    )
-    ambiguity = 0.6 if mode is KeepMode.MAIN else 0.1
-    return _Selection(decisions, ambiguity, ((0, 1), (2,)) if mode is KeepMode.MAIN else ())
-
-
-def fake_refine(image: np.ndarray, inst: Instance) -> Matte:
-    """The mask as alpha on its box, the photo's colours as foreground."""
-    x0, y0, x1, y1 = (int(v) for v in inst.xyxy)
-    alpha = inst.mask[y0:y1, x0:x1].astype(np.float32)
-    return Matte(alpha, np.ascontiguousarray(image[y0:y1, x0:x1]), x0, y0)
-
-
-def fake_masks(h: int, w: int) -> dict[str, np.ndarray]:
-    """Person (centre ellipse), bag touching it, dog (right), cup (tiny, top-left corner)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    person = ((xx - 0.45 * w) / (0.15 * w)) ** 2 + ((yy - 0.55 * h) / (0.3 * h)) ** 2 <= 1
-    bag = (xx >= 0.58 * w) & (xx < 0.68 * w) & (yy >= 0.55 * h) & (yy < 0.75 * h)
-    dog = ((xx - 0.85 * w) / (0.08 * w)) ** 2 + ((yy - 0.8 * h) / (0.1 * h)) ** 2 <= 1
-    cup = (xx < 0.06 * w) & (yy < 0.06 * h)
-    return {"person": person, "bag": bag & ~person, "dog": dog, "cup": cup}
-
-
-class FakeRemover:
-    """``Remover``-shaped: ``.config`` and ``.run(rgb, keep=, input_alpha=) -> Layers``.
-
-    ``release``: when given, ``run`` waits for it (to hold a worker busy); ``started`` is set
-    when a run begins.
-    """
-
-    def __init__(self, release: threading.Event | None = None):
-        self.config = Config()
-        self.release = release
-        self.started = threading.Event()
-        self.calls = 0
-
-    def run(self, image, proposals=None, keep=None, input_alpha=None, source=""):
-        self.calls += 1
-        self.started.set()
-        if self.release is not None and not self.release.wait(timeout=30):
-            raise RuntimeError("test never released the fake remover")
-        h, w = image.shape[:2]
-        scores = {"person": 0.9, "dog": 0.6, "bag": 0.5, "cup": 0.1}
-        instances = []
-        for i, (label, mask) in enumerate(fake_masks(h, w).items()):
-            ys, xs = np.nonzero(mask)
-            box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-            instances.append(Instance(i, box, label, i, 0.8, mask, score=scores[label]))
-        mode = KeepMode.parse(keep or "main")
-        return Layers(image, instances, mode, fake_select, fake_refine, input_alpha=input_alpha)
 
 
 # ---------------------------------------------------------------- helpers
@@ -277,7 +205,7 @@ def test_pixel_bombs_are_413_before_decoding(upload_dir):
         # beyond Pillow's own bomb limit (2 × 89.5 MP): refused by Pillow's header check
         huge = png_header_only(30_000, 30_000)
         assert_error(client.post("/v1/remove", content=huge), 413, "image too large")
-    assert remover.calls == 0 and list(upload_dir.iterdir()) == []
+    assert remover.calls == [] and list(upload_dir.iterdir()) == []
 
 
 def test_missing_file_field_empty_body_and_bad_query(client):
@@ -309,7 +237,7 @@ def test_pipeline_failure_is_a_json_500(upload_dir):
 # ---------------------------------------------------------------- queue and timeout
 async def _busy_server_scenario(upload_dir, timeout_s: float, hold_s: float = 0.0):
     release = threading.Event()
-    remover = FakeRemover(release)
+    remover = FakeRemover(release=release)
     limits = ServeLimits(workers=1, max_queue=0, timeout_s=timeout_s, retry_after_s=7)
     app = create_app([remover], limits, str(upload_dir))
     transport = httpx.ASGITransport(app=app)
@@ -361,19 +289,17 @@ def test_admission_gate_and_limits_validation():
 
 
 # ---------------------------------------------------------------- the real pipeline
-_STAGE_MODULES = ("pipeline.imageio", "pipeline.features", "pipeline.select", "pipeline.viz")
+_STAGE_MODULES = ("pipeline.imageio", "pipeline.features", "pipeline.stages.select", "pipeline.viz")
 
 
-def test_real_remover_with_random_weights(tmp_path, monkeypatch, upload_dir):
+def test_real_remover_with_random_weights(checkpoints, tmp_path, monkeypatch, upload_dir):
     """Plumbing through the real stages (random-weight YOLO11n-seg, no SAM, pymatting): the
     image and the ZIP come back with consistent shapes and files. Never a quality check."""
     for module in _STAGE_MODULES:
         pytest.importorskip(module, reason=f"{module} is not in this checkout yet")
     from pipeline.api import Remover
-    from tests.checkpoints import RandomCheckpoints
 
-    store = RandomCheckpoints(tmp_path / "weights")
-    monkeypatch.setenv("LAYERCUT_MANIFEST", str(store.manifest(["yolo11n-seg"])))
+    monkeypatch.setenv("LAYERCUT_MANIFEST", str(checkpoints.manifest(["yolo11n-seg"])))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("LAYERCUT_WEIGHTS", raising=False)
     monkeypatch.delenv("LAYERCUT_OFFLINE", raising=False)
@@ -422,9 +348,3 @@ def test_serve_main_rejects_bad_usage(capsys):
     with pytest.raises(SystemExit) as exc:
         serve_main(["--bogus"])
     assert exc.value.code == 2
-
-
-def fake_app():
-    """App factory for ``tools/loadtest.py --app tests.test_serve_api:fake_app`` (the HTTP
-    layer, decoding and encoding under load, without models)."""
-    return create_app([FakeRemover()])

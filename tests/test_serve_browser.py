@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.fakes import FakeRemover, fake_masks
 from pipeline.serve.app import create_app
-from tests.test_serve_api import FakeRemover, fake_masks
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

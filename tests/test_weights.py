@@ -19,12 +19,12 @@ from pipeline.weights import (
     MANIFEST_PATH,
     WeightsError,
     cache_dir,
-    cli_weights,
     fetch,
     load_manifest,
     resolve,
     weight_status,
 )
+from pipeline.weights_cli import main as cli_weights
 
 SHARED = Path(os.environ.get("LAYERCUT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 PAYLOAD = os.urandom(1_500_000)  # > 1 MiB so the download loop runs more than one chunk
@@ -262,6 +262,18 @@ def test_cli_failures_are_one_line_with_exit_codes(env, monkeypatch):
         code, out, err = run_cli(argv)
         assert (code, out) == (2, ""), argv
         assert err.count("\n") == 1 and "usage: layercut weights" in err, argv
+
+
+def test_cli_help_is_help_not_an_error(capsys):
+    code, out, err = run_cli(["--help"])
+    assert code == 0 and err == ""
+    assert "usage: layercut weights" in out and "list" in out and "fetch" in out
+    code, out, err = run_cli(["fetch", "--help"])
+    assert code == 0 and "--force" in out and "NAME" in out
+    from pipeline.cli import main
+
+    assert main(["weights", "--help"]) == 0  # through the layercut command too
+    assert "fetch" in capsys.readouterr().out
 
 
 def test_real_manifest_is_complete_and_has_no_placeholder_hashes():

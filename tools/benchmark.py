@@ -17,7 +17,6 @@ the RSS at the stage's start, and the absolute peak).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -35,9 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.api import Remover  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.features import compute_features  # noqa: E402
-from pipeline.layers import Layers  # noqa: E402
-from pipeline.types import KeepMode  # noqa: E402
+from pipeline.outputs import encode  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -110,7 +107,8 @@ def random_weight_overrides(preset: str, folder: Path, instances: int) -> list[s
 
 
 def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter]:
-    """Run each stage under its own Meter; returns stage name → Meter."""
+    """Run the pipeline with a Meter around each of its stages (``Remover.run``'s
+    ``around_stage`` hook), then composite and encode; returns stage name → Meter."""
     cfg = remover.config
     meters: dict[str, Meter] = {}
 
@@ -118,43 +116,16 @@ def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter
         meters[name] = Meter()
         return meters[name]
 
-    with stage("detect"):
-        instances = remover._stage("detector").detect(image)
-    segmenter = remover._stage("segmenter")
-    if segmenter is not None:
-        with stage("segment"):
-            instances = segmenter.segment(image, instances)
-    saliency_model = remover._stage("saliency")
-    saliency = None
-    if saliency_model is not None:
-        with stage("saliency"):
-            saliency = saliency_model.predict(image)
-        with stage("salient_masks"):
-            instances = remover._apply_saliency(instances, saliency)
-    with stage("features"):
-        instances = compute_features(image, instances, saliency)
-    with stage("rank"):
-        scores = remover._stage("ranker").score(instances) if instances else []
-        instances = [i.replace(score=float(s)) for i, s in zip(instances, scores, strict=True)]
-    refiner = remover._stage("refiner")
-    with stage("select"):
-        layers = Layers(
-            image,
-            instances,
-            KeepMode.parse(cfg.select.keep),
-            remover.select_fn(saliency),
-            refiner.refine,
-        )
-    with stage("refine"):
+    layers = remover.run(image, around_stage=stage)
+    with stage("composite"):
         rgba = layers.composite()
     with stage("encode"):
-        buffer = io.BytesIO()
-        if fmt == "png":
-            Image.fromarray(rgba, "RGBA").save(
-                buffer, "PNG", compress_level=cfg.output.png_compress_level
-            )
-        else:
-            Image.fromarray(rgba, "RGBA").save(buffer, "WEBP", quality=cfg.output.webp_quality)
+        encode(
+            rgba,
+            fmt,
+            png_compress_level=cfg.output.png_compress_level,
+            webp_quality=cfg.output.webp_quality,
+        )
     meters["_kept"] = len(layers.kept_layers())  # type: ignore[assignment]
     meters["_instances"] = len(layers)  # type: ignore[assignment]
     return meters

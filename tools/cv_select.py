@@ -118,7 +118,7 @@ def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict
     """Fold-independent numbers of one item: the map alone, the rules, the oracles, and the
     keep policy before this change (``before``: rankers of the ``salient`` and ``cpu``
     presets)."""
-    from pipeline.api import Remover
+    from pipeline.stages.select import KeepPolicy
     from pipeline.types import KeepMode
 
     hw = on.gt.shape
@@ -132,10 +132,10 @@ def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict
         )
         keep = rec.seg_in > rec.seg_out
         out[f"oracle_segments_{tag}"] = rec.iou_of(rec.region(keep))
-    remover = Remover(config)
+    policy = KeepPolicy(config.select)
     for tag, rec, ranker in (("map", on, before["map"]), ("nomap", off, before["nomap"])):
         instances = rec.scored(scores_of(ranker, rec))
-        selection = remover.select_fn(rec.saliency)(instances, KeepMode.MAIN)
+        selection = policy.select(instances, KeepMode.MAIN, saliency=rec.saliency)
         region = np.zeros(hw, bool)
         for inst, d in zip(instances, selection.decisions, strict=True):
             if d.role.kept:

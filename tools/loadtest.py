@@ -1,7 +1,7 @@
 """Load test of ``layercut serve`` on loopback: latency, errors and the server's memory.
 
     python tools/loadtest.py --clients 4 --requests 200 --random-weights
-    python tools/loadtest.py --clients 4 --requests 200 --app tests.test_serve_api:fake_app
+    python tools/loadtest.py --clients 4 --requests 200 --app pipeline.fakes:fake_app
     python tools/loadtest.py --url http://127.0.0.1:8000 --server-pid 1234 --requests 200
 
 It starts the server itself on 127.0.0.1 and a free port (``layercut serve`` with ``--config`` /

@@ -37,8 +37,8 @@ from pipeline.config import Config, RankConfig
 from pipeline.eval.run import EvalOptions, evaluate, load_report
 from pipeline.features import compute_features
 from pipeline.layers import Layers
-from pipeline.select import select
 from pipeline.stages.rank import LinearRanker, build_ranker
+from pipeline.stages.select import build_selector
 from pipeline.types import Instance, KeepMode, Matte
 
 BASELINES: dict[str, str] = {"largest": "area_frac", "central": "centrality"}
@@ -77,6 +77,7 @@ class RankingRemover:
         base = config or Config()
         self.config = dataclasses.replace(base, rank=RankConfig(model=model))
         self.ranker = build_ranker(self.config.rank)
+        self.selector = build_selector(self.config.select)
 
     def run(self, image: np.ndarray, proposals=None, keep=None) -> Layers:
         if proposals is None:
@@ -85,11 +86,7 @@ class RankingRemover:
         scores = self.ranker.score(instances) if instances else np.zeros(0)
         instances = [i.replace(score=float(s)) for i, s in zip(instances, scores, strict=True)]
         mode = KeepMode.parse(keep or self.config.select.keep)
-
-        def select_fn(ranked, how):
-            return select(ranked, how, self.config.select)
-
-        return Layers(image, instances, mode, select_fn, binary_matte, timings_s={})
+        return Layers(image, instances, mode, self.selector.select, binary_matte, timings_s={})
 
 
 def _cell(agg: Mapping[str, Any] | None, metric: str) -> str:

@@ -3,7 +3,7 @@
 ``prepare(item, cached, config, map_on)`` runs the product's own cheap stages on an item's
 cached detector instances and salient map (``tools.select_cache``):
 
-- with the map: ``Remover._apply_saliency`` (the map's mask edges and the rescue of salient
+- with the map: ``Remover._salient_masks`` (the map's mask edges and the rescue of salient
   regions, exactly as ``Remover.run`` calls it), then ``compute_features`` with the map;
 - without: ``compute_features`` on the detector's instances alone;
 
@@ -87,10 +87,10 @@ class Prepared:
 
 
 def apply_saliency(config: Config, instances: Sequence[Instance], saliency: np.ndarray):
-    """The product's map step (``Remover._apply_saliency``) with ``config``'s settings."""
+    """The product's map step (``Remover._salient_masks``) with ``config``'s settings."""
     from pipeline.api import Remover
 
-    return Remover(config)._apply_saliency(list(instances), saliency)
+    return Remover(config)._salient_masks(list(instances), saliency)
 
 
 def _measure(masks_and_boxes, gt: np.ndarray, ignore: np.ndarray | None):

@@ -1,7 +1,8 @@
 """``layercut eval``: evaluate on a dataset, or compare two evaluation runs.
 
     layercut eval MANIFEST|FOLDER -o DIR [--proposals detector|gt|gt-jittered|gt-trimap]
-                  [--config F] [--set section.key=value …] [--limit N] [--sets A,B] [--seed S]
+                  [--config F] [--set section.key=value …] [--device cpu|cuda|auto]
+                  [--limit N] [--sets A,B] [--seed S]
     layercut eval --compare RUN_A RUN_B -o DIR [--threshold metric=value|metric=N% …]
 
 Exit status: 0 done; 1 every item failed (evaluation) or a subclass worsened beyond its
@@ -16,12 +17,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+from pipeline.cli_args import ArgumentParser, add_config_arguments
 from pipeline.eval.aggregate import HEADLINE
 from pipeline.eval.proposals import PROPOSAL_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="layercut eval",
         description="Evaluate layercut on a dataset manifest (or a folder of images), or "
         "compare two evaluation runs.",
@@ -34,10 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="gt",
         help="where instances come from (default: gt, i.e. measured without a detector)",
     )
-    parser.add_argument("--config", default=None, help="TOML config file or preset name")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
+    add_config_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N items")
     parser.add_argument(
         "--sets",
@@ -107,7 +106,7 @@ def _run_eval(args: argparse.Namespace, out: TextIO) -> int:
     sets = tuple(name.strip() for name in args.sets.split(",") if name.strip())
     options = EvalOptions(args.proposals, args.seed, args.limit, args.thumb_px, sets)
     load_dataset(args.dataset)  # fail early (exit 2) on a missing or malformed dataset
-    remover = build_remover(args.config, args.overrides)
+    remover = build_remover(args.config, args.overrides, args.device)
     report = evaluate(args.dataset, remover, args.out, options)
     print(format_table(report["by_subclass"], report["overall"]), file=out)
     print(f"report: {args.out}/report.html and report.json", file=out)

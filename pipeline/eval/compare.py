@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.eval.aggregate import COUNT_KEYS, higher_is_better, metric_order
+from pipeline.eval.compare_html import write_compare_html
+from pipeline.eval.comparison import Comparison, ItemDelta, MetricDelta, Threshold
 from pipeline.eval.run import load_report
+
+__all__ = [
+    "Comparison",
+    "ItemDelta",
+    "MetricDelta",
+    "Threshold",
+    "compare_reports",
+    "compare_runs",
+    "parse_threshold",
+]
 
 # relative changes are taken against max(|A|, floor): the floor is a small value in the
 # metric's own unit (sad 0.01 = ten fully wrong pixels, mse ×1000 units, seconds)
@@ -41,17 +52,6 @@ def relative_floor(metric: str) -> float:
         if metric.startswith(prefix):
             return floor
     return 1e-12
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """How much worse counts as a regression: ``value`` absolute, or relative to A's value."""
-
-    value: float
-    relative: bool = False
-
-    def describe(self) -> str:
-        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
 
 
 DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
@@ -89,49 +89,6 @@ def worsening(metric: str, a: float, b: float, threshold: Threshold | None) -> f
     if threshold is not None and threshold.relative:
         return change / max(abs(a), relative_floor(metric))
     return change
-
-
-@dataclass
-class MetricDelta:
-    group: str  # subclass name or "overall"
-    metric: str
-    a: float | None
-    b: float | None
-    threshold: Threshold | None
-    worse: bool = False  # beyond the threshold
-    better: bool = False
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
-
-
-@dataclass
-class ItemDelta:
-    name: str
-    subclass: str
-    worse: bool
-    severity: float  # largest worsening / threshold over gated metrics (> 1 = beyond)
-    reasons: list[str]
-    a: Mapping[str, Any]
-    b: Mapping[str, Any]
-
-
-@dataclass
-class Comparison:
-    run_a: Path
-    run_b: Path
-    groups: list[MetricDelta] = field(default_factory=list)
-    items: list[ItemDelta] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def worse_groups(self) -> list[MetricDelta]:
-        return [g for g in self.groups if g.worse]
-
-    @property
-    def exit_status(self) -> int:
-        return 1 if self.worse_groups else 0
 
 
 def _number(value: Any) -> float | None:
@@ -269,8 +226,6 @@ def compare_runs(
 
     ``overrides``: ``metric=value`` / ``metric=N%`` strings replacing or adding thresholds.
     """
-    from pipeline.eval.compare_html import write_compare_html
-
     limits = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     for text in overrides:
         name, threshold = parse_threshold(text)

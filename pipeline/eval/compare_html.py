@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.eval.aggregate import higher_is_better
-from pipeline.eval.compare import Comparison, ItemDelta, MetricDelta
+from pipeline.eval.comparison import Comparison, ItemDelta, MetricDelta
 from pipeline.eval.html_common import (
     Cell,
     esc,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pipeline.eval.metrics_select import iou
-from pipeline.types import Instance
+from pipeline.types import Instance, check_saliency
 
 RuleFn = Callable[[Sequence[Instance], tuple[int, int]], np.ndarray]
 
@@ -115,9 +115,7 @@ def keep_salient(
     instances: Sequence[Instance], hw: tuple[int, int], saliency: np.ndarray
 ) -> np.ndarray:
     """The salient map alone, ``saliency > SALIENT_AT``, whatever the proposals are."""
-    if saliency.shape != tuple(hw):
-        raise ValueError(f"saliency map must be {tuple(hw)} (H×W), got shape {saliency.shape}")
-    return np.asarray(saliency) > SALIENT_AT
+    return check_saliency(saliency, hw) > SALIENT_AT
 
 
 def oracle_single_iou(

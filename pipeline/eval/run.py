@@ -49,6 +49,7 @@ class LayersLike(Protocol):
     image: np.ndarray
     timings_s: Mapping[str, float]
     ambiguity: float
+    saliency: np.ndarray | None  # the run's salient-object map, when one was computed
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[LayerLike]: ...
@@ -81,11 +82,13 @@ class EvalOptions:
             raise ValueError(f"limit must be ≥ 1, got {self.limit}")
 
 
-def build_remover(config: str | None = None, overrides: Iterable[str] = ()) -> RemoverLike:
+def build_remover(
+    config: str | None = None, overrides: Iterable[str] = (), device: str | None = None
+) -> RemoverLike:
     """The real pipeline (``pipeline.api.Remover.from_config``)."""
     from pipeline.api import Remover
 
-    return Remover.from_config(config, overrides=tuple(overrides))
+    return Remover.from_config(config, overrides=tuple(overrides), device=device)
 
 
 def header_note(options: EvalOptions) -> str:
@@ -140,9 +143,8 @@ def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> di
         out["empty"] = float(not kept.any() and bool(gt.main_mask.any()))
         if len(ranked) >= 2:  # with a single instance there is no ranking to judge
             out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask, gt.ignore)
-        saliency = getattr(layers, "saliency", None)  # Layers.saliency; fakes may lack it
         instances = [layer.instance for layer in ranked]
-        out.update(rule_metrics(instances, gt.main_mask, saliency, gt.ignore))
+        out.update(rule_metrics(instances, gt.main_mask, layers.saliency, gt.ignore))
     ranked_gt = [(item.ranks[idx], m) for idx, _, m in gt_masks(item, gt) if idx in item.ranks]
     if gt.instance_map is not None and len(ranked_gt) >= 2:
         out["sa_sor"] = sa_sor(
@@ -220,7 +222,7 @@ def write_item_thumbs(
         if reference is not None:
             pictures["error"] = thumbs.error_map(layers.alpha(), reference, gt.image, max_px)
         pictures["debug"] = _debug_picture(layers, max_px, warnings)
-        saliency = getattr(layers, "saliency", None)
+        saliency = layers.saliency
         if saliency is not None and gt is not None:
             # the single-map remover's cut-out (map ≥ SALIENT_AT), beside ours in the sheet
             keep = (saliency >= SALIENT_AT).astype(np.uint8) * 255

@@ -44,8 +44,8 @@ from pipeline.features.focus import focus_features, focus_maps, focus_raw
 from pipeline.features.geometry import in_front_features, layout_features, truncation_features
 from pipeline.features.grid import make_grid, mask_view, work_grey
 from pipeline.features.interaction import class_features, interaction_features
-from pipeline.features.salient import check_saliency, saliency_features
-from pipeline.types import Instance, check_image, check_mask
+from pipeline.features.salient import saliency_features
+from pipeline.types import Instance, check_image, check_mask, check_saliency
 
 FEATURE_NAMES: tuple[str, ...] = (
     "sharpness_rel_image",

@@ -5,21 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.features.grid import MaskView
-from pipeline.types import check_alpha
 
 SALIENCY_NAMES = ("sal_mean_inside", "sal_share", "sal_cover", "has_saliency")
 # a map value above this marks a pixel as salient (the map's own decision threshold)
 SALIENT_AT = 0.5
-
-
-def check_saliency(saliency: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Return the map if it is ``H×W float32`` with finite values in [0, 1], else ``ValueError``."""
-    check_alpha(saliency, hw, "saliency")
-    if saliency.size and not (np.isfinite(saliency).all() and 0.0 <= saliency.min()):
-        raise ValueError("saliency must hold finite values in [0, 1], got NaN, inf or < 0")
-    if saliency.size and saliency.max() > 1.0:
-        raise ValueError(f"saliency must hold values in [0, 1], got max {saliency.max():.3g}")
-    return saliency
 
 
 def saliency_features(view: MaskView, saliency_work: np.ndarray | None) -> dict[str, float]:

@@ -14,7 +14,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import add_config_arguments
+from pipeline.cli_args import ArgumentParser, add_config_arguments
 from pipeline.serve.limits import MB, ServeLimits
 
 __all__ = ["ServeLimits", "build_parser", "create_app", "main"]
@@ -27,14 +27,11 @@ def create_app(*args, **kwargs):
     return _create_app(*args, **kwargs)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit status 2, like the main CLI
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServeLimits()
-    parser = _Parser(prog="layercut serve", description="Serve the HTTP API and the web page.")
+    parser = ArgumentParser(
+        prog="layercut serve", description="Serve the HTTP API and the web page."
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=8000)
     add_config_arguments(parser)

@@ -29,8 +29,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipeline.outputs import FORMAT_NAMES, encode, get_format
 from pipeline.serve.decode import decode_upload
-from pipeline.serve.encode import MEDIA_TYPES, encode_image, layers_document, layers_zip
+from pipeline.serve.encode import ZIP_MEDIA_TYPE, layers_document, layers_zip
 from pipeline.serve.errors import ApiError
 from pipeline.serve.limits import AdmissionGate, ServeLimits
 from pipeline.types import KeepMode
@@ -114,10 +115,10 @@ _REMOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class OutputFormat(str, enum.Enum):
-    png = "png"
-    webp = "webp"
-    json = "json"
+# the ``format`` query: every output format of ``pipeline.outputs.FORMATS``, and ``json``
+OutputFormat = enum.Enum(
+    "OutputFormat", [(name, name) for name in (*FORMAT_NAMES, "json")], type=str
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,12 +173,13 @@ class ServeState:
             doc = layers_document(layers, job.debug, out.png_compress_level)
             body, media_type = json.dumps(doc).encode("utf-8"), "application/json"
         elif job.layers:
-            body, media_type = layers_zip(layers, job.fmt, job.debug, **options), MEDIA_TYPES["zip"]
+            body, media_type = layers_zip(layers, job.fmt, job.debug, **options), ZIP_MEDIA_TYPE
         elif job.debug:
-            body, media_type = encode_image(layers.debug_view(), "png"), MEDIA_TYPES["png"]
+            body = encode(layers.debug_view(), "png", **options)
+            media_type = get_format("png").media_type
         else:
-            body = encode_image(layers.composite(), job.fmt, **options)
-            media_type = MEDIA_TYPES[job.fmt]
+            body = encode(layers.composite(), job.fmt, **options)
+            media_type = get_format(job.fmt).media_type
         headers = {
             "X-Layercut-Keep": layers.keep.value,
             "X-Layercut-Ambiguity": f"{layers.ambiguity:.4f}",
@@ -309,7 +311,7 @@ def create_app(
     async def remove(
         request: Request,
         keep: Annotated[KeepMode | None, Query(description="main | all | interacting")] = None,
-        fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat.png,
+        fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat["png"],
         layers: Annotated[bool, Query(description="ZIP of ranked layers + layers.json")] = False,
         debug: Annotated[bool, Query(description="debug view, or debug.png in ZIP/JSON")] = False,
     ) -> Response:

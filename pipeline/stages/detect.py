@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DetectConfig
+from pipeline.stages.ultra import import_ultralytics, resolve_torch_device, restore_threads
 from pipeline.types import Instance, check_image
-from pipeline.ultra import import_ultralytics, resolve_torch_device, restore_threads
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class YoloDetector:
         else:
             try:
                 # Ultralytics' own loader: it knows its checkpoint layout and, with
-                # ULTRALYTICS_SAFE_LOAD set by pipeline.ultra, unpickles with weights_only.
+                # ULTRALYTICS_SAFE_LOAD set by pipeline.stages.ultra, unpickles with weights_only.
                 self.model = ultralytics.YOLO(str(path))
             except Exception as exc:  # re-raised with the file named, cause chained
                 raise ValueError(f"cannot load detector checkpoint {path}: {exc}") from exc

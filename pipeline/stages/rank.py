@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import RankConfig
+from pipeline.config import MODELS_DIR, RankConfig, ranker_path
 from pipeline.protocols import Ranker
 from pipeline.types import Instance
 
 FORMAT = "layercut-linear-ranker"
 VERSION = 1
 LINKS = ("identity", "logistic")
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 class LinearRanker:
@@ -221,23 +220,17 @@ PRIOR = LinearRanker(
 def build_ranker(config: RankConfig) -> Ranker:
     """``"prior"`` → ``PRIOR``; otherwise a JSON path, or the name of a file in ``models/``.
 
-    A bare name is looked up as ``models/<name>`` then ``models/<name>.json``. A file that does
-    not exist or is invalid raises ``ValueError`` naming it.
+    A bare name is looked up as ``models/<name>`` then ``models/<name>.json``
+    (``pipeline.config.ranker_path``). A file that does not exist or is invalid raises
+    ``ValueError`` naming it.
     """
     model = config.model.strip()
     if model == "prior":
         return PRIOR
-    if not model:
-        raise ValueError("rank.model is empty; use 'prior', a JSON path or a file in models/")
-    path = Path(model).expanduser()
-    if not path.is_file() and len(path.parts) == 1:
-        for candidate in (MODELS_DIR / model, MODELS_DIR / f"{model}.json"):
-            if candidate.is_file():
-                path = candidate
-                break
-    if not path.is_file():
+    path = ranker_path(model)
+    if path is None:  # RankConfig checked it; the file went away since
         raise ValueError(
-            f"ranker file not found: {model!r} (looked for {path} and in {MODELS_DIR}); "
+            f"ranker file not found: {model!r} (looked for it and in {MODELS_DIR}); "
             "set rank.model to 'prior', a JSON path or a file name in models/"
         )
     return LinearRanker.from_json(path)

@@ -14,31 +14,25 @@ Methods (``refine.method``):
 - ``rembg`` (``RembgRecipeRefiner``): rembg's ``alpha_matting_cutout`` recipe, for comparison.
 - ``none`` (``BinaryRefiner``): the binary mask as alpha.
 
-Measured on this 2-core CPU (issue #5), the 20 GT-alpha items of ../shared/data/eval with
-``layercut eval --proposals gt-jittered --seed 0 --set select.max_truncation_frac=1``, mean
-SAD / Grad per item, alphamatting_train (2) | adobe_dim_composites (18): binary 185.9 / 353.6
-| 23.2 / 36.5; rembg recipe 159.6 / 161.6 | 20.1 / 19.9; closed_form 107.2 / 88.7 | 21.3 /
-21.0; matting (shared, band_frac 0.02, expansion 1 px) 76.8 / 58.3 | 16.2 / 11.5, i.e. SAD
-−52 % | −20 % and Grad −64 % | −42 % against rembg (the adobe SAD goal of −25 % is missed: the
-glass bulb, whose whole interior is α ≈ 0.2 where the mask says background, is a third of it).
-``tools/matting_speed.py``: a 12 MP photo with one subject (23 % of the frame) refines in a
-median 2.3 s (closed_form 2.1 s, rembg 1.6 s).
+What each method was measured to do (SAD / Grad on the GT-alpha items, speed on a 12 MP
+photo) is in the README ("Evaluation with the real detector", matting).
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from pipeline.config import RefineConfig
+from pipeline.config import MattingEstimator, RefineConfig, RefineMethod
 from pipeline.stages.trimap import base_band_px, rembg_trimap, trimap_from_mask
 from pipeline.types import Instance, Matte, check_image, check_mask
 
-METHODS = ("matting", "closed_form", "rembg", "none")
-ESTIMATORS = ("shared", "closed_form")
+METHODS: tuple[str, ...] = typing.get_args(RefineMethod)  # declared in pipeline.config
+ESTIMATORS: tuple[str, ...] = typing.get_args(MattingEstimator)
 UPSAMPLERS = ("guided", "bilinear")
 
 

@@ -21,13 +21,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.types import Instance, check_alpha, check_mask, mask_to_xyxy
+from pipeline.types import Instance, check_mask, check_saliency, mask_to_xyxy
 
 THRESHOLD = 0.5  # salient iff map ≥ this
 MIN_MEAN_SALIENCY = 0.3  # an instance whose mean map value is lower is "not covered by the map"
-# inside a covered instance's core, pixels the map puts below this are background. DAVIS (20
-# items, kept-region IoU): core kept whole 0.923, dropped below 0.05 0.924, 0.1 0.925, 0.2 0.916
-# (a motion-blurred limb falls below 0.2); 0.05 is the cautious choice.
+# inside a covered instance's core, pixels the map puts below this are background; kept low
+# because the map leaves a motion-blurred limb near 0.2 (README, "Map settings")
 CORE_MIN_SALIENCY = 0.05
 BAND_FRAC = 0.1  # adaptive band half-width as a share of sqrt(instance area)
 MIN_BAND_PX = 2
@@ -44,18 +43,11 @@ def adaptive_band_px(area_px: int, hw: tuple[int, int]) -> int:
     max(H, W)]``. Why: a detector mask's edge error grows with the object (its masks come from
     a coarse prototype grid stretched over the box), so a 100×200 px person gets a 14 px band
     and a 20×20 px cup 2 px; the cap keeps a huge instance from handing its body to the map.
-    Measured on the 20 DAVIS items (yolov8n-seg int8 masks, oracle choice of the best
-    instance, mean IoU): unrefined 0.778; refined with BAND_FRAC 0.03 → 0.831, 0.05 → 0.840,
-    0.1 → 0.846, 0.2 → 0.851. Past 0.1 the gain is small while a wider band lets more of the
-    map's distractors (a salient crowd) reach the instance, so 0.1.
+    ``BAND_FRAC`` stops at 0.1: a wider band gains little and lets more of the map's
+    distractors (a salient crowd) reach the instance (README, "Map settings").
     """
     upper = max(MIN_BAND_PX, int(round(MAX_BAND_FRAC_OF_SIDE * max(hw))))
     return int(np.clip(round(BAND_FRAC * np.sqrt(max(area_px, 0))), MIN_BAND_PX, upper))
-
-
-def _check_saliency(saliency: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    check_alpha(saliency, hw, "saliency")
-    return saliency
 
 
 def _crop(mask: np.ndarray, margin_px: int) -> tuple[slice, slice]:
@@ -147,7 +139,7 @@ def refine_with_saliency(
         or ``instance`` itself when the map does not cover it or nothing salient remains.
     """
     hw = instance.mask.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     if blocked is not None:
         check_mask(blocked, hw, "blocked")
     area_px = instance.area_px
@@ -190,7 +182,7 @@ def refine_instances(
     if not instances:
         return []
     hw = instances[0].mask.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     for instance in instances:
         check_mask(instance.mask, hw, f"instance {instance.id} mask")
     bands = [
@@ -316,7 +308,7 @@ def rescue_instances(
         ``list(instances)`` followed by the rescued instances.
     """
     hw = saliency.shape
-    _check_saliency(saliency, hw)
+    check_saliency(saliency, hw)
     if not 0.0 < min_area_frac <= 1.0:
         raise ValueError(f"min_area_frac must be in (0, 1], got {min_area_frac}")
     if not min_part_frac >= 0.0:

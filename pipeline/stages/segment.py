@@ -16,17 +16,19 @@ instead of the libraries' own loaders, which unpickle with ``weights_only=False`
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import SegmentModel
 from pipeline.protocols import Segmenter
+from pipeline.stages.ultra import import_ultralytics, resolve_torch_device, restore_threads
 from pipeline.types import Instance, check_image, check_mask
-from pipeline.ultra import import_ultralytics, resolve_torch_device, restore_threads
 
-SAM_MODELS = ("sam_vit_b", "sam_vit_l", "sam_vit_h")
-SEGMENTER_NAMES = ("none", "mobile_sam", *SAM_MODELS)
+SEGMENTER_NAMES: tuple[str, ...] = typing.get_args(SegmentModel)  # declared in pipeline.config
+SAM_MODELS = tuple(name for name in SEGMENTER_NAMES if name.startswith("sam_"))
 SAM_INPUT_PX = 1024  # side of SAM's square encoder input (all variants, MobileSAM included)
 
 

@@ -1,10 +1,10 @@
-"""Keep policy, second step with a salient-object map: fragments join the instance they are
-part of.
+"""The keep policy's second step, with a salient-object map: fragments join the instance they
+are part of (``pipeline.stages.select.KeepPolicy`` calls it).
 
 A 320-px detector often splits one unusual subject into pieces: a breakdancer upside down is
 found as a "person" for the legs, another for the torso and a "backpack" for the red shirt on
 the floor. The ranker sees each piece alone and keeps one. The salient map sees the whole
-dancer as one soft region, so after ``pipeline.select.select`` has chosen what to keep:
+dancer as one soft region, so after ``select_by_rules`` has chosen what to keep:
 
 1. Seeds: the salient pixels (map ≥ ``SEED_AT``) of every kept instance.
 2. Region: the 8-connected components of ``map ≥ threshold`` (a low value, 0.2) that hold a
@@ -14,12 +14,8 @@ dancer as one soft region, so after ``pipeline.select.select`` has chosen what t
    fragment of the kept instance whose region holds most of it: it takes that instance's role,
    and the reason names it. So does a rescued ``object`` (the soapbox cart under its riders).
 
-Measured on the 20 DAVIS items of ../shared/data/eval (yolov8n-seg int8 at 320 px, ISNet
-medium, prior ranker; mean IoU of the kept region with the GT main object): without this step
-0.901, with threshold 0.2 / min_share 0.3 0.920 (breakdance_00021 0.38 → 0.77); min_share 0.5
-gives 0.901 (the dancer's leg piece is 30–50 % inside), threshold 0.15 lets a crowd member in
-(0.911). Measured before the rescue's ``min_part_frac`` went from 0.2 to 0.05 (0.924 now,
-with the core rule of ``salient_masks``).
+The settings (``select.absorb_threshold``, ``select.absorb_min_share``) and what they were
+measured to do are in the README ("Evaluation with the real detector").
 
 Masks are ``H×W bool``; the map ``H×W float32`` in [0, 1].
 """
@@ -32,8 +28,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from pipeline.select import Selection
-from pipeline.types import Decision, Instance, Role, check_alpha
+from pipeline.types import Decision, Instance, Role, Selection, check_saliency
 
 SEED_AT = 0.5  # a kept instance's pixels at or above this map value seed its region
 KEPT_ROLES = (Role.MAIN, Role.INTERACTING, Role.KEPT)
@@ -50,7 +45,7 @@ def absorb_fragments(
 
     Args:
         instances: the instances ``selection`` decided on, in the same order.
-        selection: the keep policy's result (``pipeline.select.select``).
+        selection: the rules' result (``pipeline.stages.select.select_by_rules``).
         saliency: ``H×W float32`` in [0, 1], the image's resolution.
         threshold: map value that bounds the grown region, in (0, SEED_AT].
         min_share: share of a dropped instance's mask that must lie in a kept instance's
@@ -70,7 +65,7 @@ def absorb_fragments(
     if not kept or not dropped:
         return selection
     hw = instances[0].mask.shape
-    check_alpha(saliency, hw, "saliency")
+    check_saliency(saliency, hw)
     count, labels = cv2.connectedComponents(
         (saliency >= threshold).astype(np.uint8), connectivity=8
     )

@@ -1,8 +1,14 @@
-"""The keep policy: which ranked instances a cut-out keeps, and why.
+"""The keep policy stage: which ranked instances a cut-out keeps, and why.
 
-``select(instances, mode, config)`` reads ``Instance.features`` (``pipeline.features``) and
-``Instance.score`` (the ranker's) and returns a ``Selection``: one ``Decision`` (role + short
-reason) per instance, an ambiguity value and alternative main selections.
+``build_selector(config.select)`` gives the stage (``KeepPolicy``, a ``pipeline.protocols.
+Selector``); ``KeepPolicy.select(ranked, mode, saliency=None)`` returns a ``Selection``
+(``pipeline.types``): one ``Decision`` (role + short reason) per instance, an ambiguity value
+and alternative main selections. Two steps:
+
+- ``select_by_rules(instances, mode, config)`` (this module) reads ``Instance.features``
+  (``pipeline.features``) and ``Instance.score`` (the ranker's) and applies the rules below;
+- with the image's salient-object map, ``absorb_fragments`` (``pipeline.stages.
+  select_fragments``) then keeps the pieces of a kept subject with it.
 
 Rules (thresholds from ``SelectConfig``):
 
@@ -41,12 +47,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import SelectConfig
-from pipeline.types import Decision, Instance, KeepMode, Role
+from pipeline.stages.select_fragments import absorb_fragments
+from pipeline.types import Decision, Instance, KeepMode, Role, Selection
 
 PERSON_LABEL = "person"
 # weight of the bottom side in the truncation gate (see rule 1)
@@ -64,22 +70,6 @@ REQUIRED_FEATURES = (
     "contact",
     "partner_id",
 )
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The keep policy's result for one image.
-
-    Attributes:
-        decisions: one ``Decision`` per input instance, in input order.
-        ambiguity: in [0, 1]; high when two main candidates are close (see the module doc).
-        alternatives: instance ids of up to ``MAX_ALTERNATIVES`` other main selections, best
-            first, the chosen one excluded; each tuple lists its lead instance first.
-    """
-
-    decisions: tuple[Decision, ...]
-    ambiguity: float
-    alternatives: tuple[tuple[int, ...], ...]
 
 
 def gate_truncation(features) -> float:
@@ -127,8 +117,44 @@ def _check(instances: Sequence[Instance]) -> None:
             raise ValueError(f"instance {inst.id} has a non-finite score {inst.score!r}")
 
 
-def select(instances: Sequence[Instance], mode: KeepMode | str, config: SelectConfig) -> Selection:
-    """Apply the keep policy (module docstring) to instances carrying features and scores."""
+class KeepPolicy:
+    """The keep policy stage (``pipeline.protocols.Selector``), built by ``build_selector``."""
+
+    def __init__(self, config: SelectConfig):
+        self.config = config
+
+    def select(
+        self,
+        ranked: Sequence[Instance],
+        mode: KeepMode | str,
+        saliency: np.ndarray | None = None,
+    ) -> Selection:
+        """Decide on ``ranked`` (instances with features and scores) for ``mode``.
+
+        Args:
+            ranked: the instances, best first (any order works; decisions follow it).
+            mode: ``main``, ``all`` or ``interacting``.
+            saliency: the image's ``H×W float32`` salient map in [0, 1], or None; with it,
+                dropped fragments of a kept instance join it (``absorb_fragments``).
+        """
+        selection = select_by_rules(ranked, mode, self.config)
+        if saliency is None:
+            return selection
+        cfg = self.config
+        return absorb_fragments(
+            ranked, selection, saliency, cfg.absorb_threshold, cfg.absorb_min_share
+        )
+
+
+def build_selector(config: SelectConfig) -> KeepPolicy:
+    """The keep policy configured by ``[select]``."""
+    return KeepPolicy(config)
+
+
+def select_by_rules(
+    instances: Sequence[Instance], mode: KeepMode | str, config: SelectConfig
+) -> Selection:
+    """The rules (module docstring), without a map, on instances carrying features and scores."""
     mode = KeepMode.parse(mode)
     _check(instances)
     n = len(instances)
@@ -236,7 +262,7 @@ def _co_subject_veto(instances: Sequence[Instance], k: int, top: int, config: Se
     - a scrap: a region rescued from the map (``source == "saliency"``, no class evidence)
       stands as a second subject only when it is at least ``co_subject_min_rescued_area_rel ×``
       the top instance's area. Smaller ones (a bright face in the crowd) are kept only as a
-      part of, or a thing held by, a kept subject (``select_saliency``, rule 3).
+      part of, or a thing held by, a kept subject (``absorb_fragments``, rule 3).
     """
     inst, lead = instances[k], instances[top]
     f, t = inst.features, lead.features
