@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stages.fusion import split_segments
+from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.cv_select import stratified_folds
 from tools.select_data import Prepared, segment_labels

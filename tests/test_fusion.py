@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.stages.fusion import MIN_FREE_FRAC, kept_region, split_segments
 from pipeline.stages.fusion_features import FEATURE_NAMES, segment_features
 from pipeline.stages.fusion_model import KEEP_AT, KeepModel, decide
+from pipeline.stages.segments import MIN_FREE_FRAC, kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
 
 HW = (100, 120)

@@ -21,6 +21,7 @@ table); prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -132,7 +133,7 @@ def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict
         )
         keep = rec.seg_in > rec.seg_out
         out[f"oracle_segments_{tag}"] = rec.iou_of(rec.region(keep))
-    policy = KeepPolicy(config.select)
+    policy = KeepPolicy(dataclasses.replace(config.select, method="rules"))
     for tag, rec, ranker in (("map", on, before["map"]), ("nomap", off, before["nomap"])):
         instances = rec.scored(scores_of(ranker, rec))
         selection = policy.select(instances, KeepMode.MAIN, saliency=rec.saliency)
@@ -260,12 +261,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", choices=("trees", "linear"), default="trees")
+    parser.add_argument("--kind", choices=("hgb", "trees", "linear"), default="hgb")
+    parser.add_argument(
+        "--before-ranker",
+        default=None,
+        help="ranker JSON of the map-less keep policy before this change (default: "
+        "models/ranker.json)",
+    )
+    parser.add_argument(
+        "--fit-out", default=None, help="also fit on every photo; write ranker.json, keep.json"
+    )
     parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides, device="cpu")
+        # the tool fits its own keep models: the shipped one need not exist yet
+        overrides = ["select.method=rules", *args.overrides]
+        config = load_config(args.config, overrides, device="cpu")
         sets = tuple(s for s in args.sets.split(",") if s)
         on, off = load_records(args.manifest, args.cache, config, sets)
         synth: list[Prepared] = []
@@ -274,12 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             synth = s_on + s_off
         # the keep policy before this change: the salient preset ranked with the hand-set
         # prior, the cpu preset (no map) with models/ranker.json
-        before = {"map": _prior(), "nomap": LinearRanker.from_json(_models() / "ranker.json")}
+        before_path = args.before_ranker or _models() / "ranker.json"
+        before = {"map": _prior(), "nomap": LinearRanker.from_json(before_path)}
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out)
         for a, b in zip(on, off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
+        if args.fit_out:
+            fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args))
     except (ValueError, OSError) as exc:
         print(f"cv_select: {exc}", file=sys.stderr)
         return 2
@@ -290,6 +305,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "cv.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
+
+
+def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict) -> None:
+    """The shipped models: the ranker on every photo and scene, the keep model on every photo's
+    segments with cross-fitted ranker scores (as in each fold)."""
+    from datetime import date
+
+    records = [*on, *off]
+    ranker = fit_ranker([*records, *synth], name="ranker")
+    scores = crossfit_scores(records, synth, N_INNER, seed)
+    x, y, w, _ = keep_rows(records, scores)
+    model = fit_keep(x, y, w, kind)
+    training = {
+        "tool": "tools.cv_select --fit-out",
+        "photos": len(on),
+        "sets": sorted({r.set_name for r in on}),
+        "synthetic_scenes": len(synth) // 2,
+        "segments": int(len(y)),
+        "kind": kind,
+        "detector": "yolov8n-seg int8 ONNX at 320 px; map: ISNet (isnet_medium.onnx, 1024 px)",
+        "args": {k: v for k, v in args.items() if isinstance(v, (str, int, float)) or v is None},
+        "date": date.today().isoformat(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    doc = ranker.to_dict()
+    doc["training"] = {**training, "method": "pairwise logistic regression + calibration"}
+    (out / "ranker.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    model.doc["name"] = "keep"
+    model.doc["training"] = training
+    model.to_json(out / "keep.json")
 
 
 def _models() -> Path:

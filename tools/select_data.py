@@ -7,7 +7,7 @@ cached detector instances and salient map (``tools.select_cache``):
   regions, exactly as ``Remover.run`` calls it), then ``compute_features`` with the map;
 - without: ``compute_features`` on the detector's instances alone;
 
-then ``pipeline.stages.fusion.split_segments``, and measures every segment and instance
+then ``pipeline.stages.segments.split_segments``, and measures every segment and instance
 against the GT main region (the ignore band not counted). Scores are left at 0: the ranker is
 fitted per fold (``tools.select_train``) and ``Prepared.scored`` puts its scores in.
 
@@ -28,8 +28,8 @@ from pipeline.eval.dataset import EvalItem, load_ground_truth
 from pipeline.eval.metrics_select import iou
 from pipeline.eval.proposals import gt_masks
 from pipeline.features import compute_features
-from pipeline.stages.fusion import Segment, kept_region, split_segments
 from pipeline.stages.fusion_features import segment_features
+from pipeline.stages.segments import Segment, kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.select_cache import CachedItem
 from tools.synth_sources import group_of

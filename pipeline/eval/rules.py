@@ -21,7 +21,7 @@ single-network remover a user would otherwise pick.
 
 ``iou_oracle_single`` (best single proposal) and ``iou_oracle_union`` (greedy union) are the
 ceilings these proposals allow, whatever the ranker does. ``iou_oracle_segments`` is the
-ceiling of the learned keep decision (``pipeline.stages.fusion``): every segment of the
+ceiling of the learned keep decision (``pipeline.stages.segments``): every segment of the
 proposals and the map kept exactly when more of it lies inside the GT main region than
 outside. Pixels of the GT's ``ignore`` band are never scored.
 """
@@ -149,9 +149,9 @@ def oracle_segments_iou(
     saliency: np.ndarray | None = None,
     ignore: np.ndarray | None = None,
 ) -> float:
-    """IoU of the segments (``pipeline.stages.fusion.split_segments``) that lie more inside
+    """IoU of the segments (``pipeline.stages.segments.split_segments``) that lie more inside
     ``gt_main`` than outside it (ignored pixels counted as neither)."""
-    from pipeline.stages.fusion import kept_region, split_segments
+    from pipeline.stages.segments import kept_region, split_segments
 
     segments = split_segments(instances, saliency)
     scored = gt_main if ignore is None else gt_main | ignore

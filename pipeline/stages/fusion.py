@@ -1,181 +1,169 @@
-"""The keep decision over segments: what the salient map found, cut and completed by instances.
+"""The fusion stage: the learned keep decision over segments, written into the instances.
 
-A photo is split into **segments** (``split_segments``), each owned by at most one instance:
+``KeepFusion(model).fuse(image, instances, saliency)`` splits the photo into segments
+(``pipeline.stages.segments``), gives each a keep probability (``fusion_features`` →
+``fusion_model``), decides (``decide``: never nothing when something was found) and returns the
+instances, same order and ids, reshaped so the union of the kept ones is exactly the kept
+region:
 
-- ``both``: an instance's pixels the map calls salient (``map ≥ SALIENT_AT``);
-- ``detector``: an instance's pixels the map does not (the whole instance without a map);
-- ``map``: salient pixels no instance covers, in a salient component that some instance
-  touches, each given to the nearest instance (a board under a rider, a kite string, the
-  fringe of a coarse mask);
-- ``free``: a salient component no instance touches at all (``owner = -1``).
+- a kept instance's ``mask`` is the union of its kept segments (its salient part, the part the
+  map misses, the salient pixels next to it that no detection covers, whichever were kept) and
+  its ``soft_mask`` takes the map's value on the pixels it gained;
+- a kept ``free`` salient component joins the kept instance nearest to it; when none is kept
+  it becomes an ``object`` instance of its own (``source="saliency"``, features computed for it
+  alone, score 0);
+- a dropped instance keeps its mask (a caller can still switch its layer on).
 
-Every salient pixel is in a segment (free components smaller than ``MIN_FREE_FRAC`` of the
-image excepted), so keeping every salient segment is the map alone, keeping every instance
-segment is the detector alone, and the oracle over segments bounds both. One learned model
-(``pipeline.stages.fusion_model``) reads the cues of ``segment_features`` and gives each segment
-a probability of being kept; a segment is kept when it is at least 0.5 (the model is trained
-with pixel-weighted labels, so 0.5 is where keeping starts to gain IoU, not a tuned value).
-``decide`` adds the one rule a model cannot learn: never keep nothing when something was found.
-
-All functions are pure (instances with features and scores, the map, the model in; arrays
-out), so the evaluation tools run exactly the product's code on cached stage outputs.
-
-Shapes: masks ``H×W bool``; ``saliency`` ``H×W float32`` in [0, 1] or None; a segment's mask
-is stored as a crop (``rows``, ``cols`` slices of the image).
+Each instance's ``features`` gain ``keep`` (1.0 kept, 0.0 dropped), ``keep_prob`` (the highest
+probability among its segments), ``kept_area_rel`` (its kept pixels over its mask's, 0 when
+dropped) and ``keep_fallback`` (1.0 when only the never-empty rule kept it). The keep policy
+(``pipeline.stages.select``) reads them for ``--keep main``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from scipy import ndimage
 
-from pipeline.stages.salient_masks import _nearest_owner
-from pipeline.types import Instance, check_alpha, check_mask
+from pipeline.stages.fusion_features import FEATURE_NAMES, segment_features
+from pipeline.stages.fusion_model import KeepModel, decide
+from pipeline.stages.segments import Segment, split_segments
+from pipeline.types import Instance, mask_to_xyxy
 
-SALIENT_AT = 0.5  # a pixel is salient iff map ≥ this (as the map alone is scored)
-KINDS = ("both", "detector", "map", "free")
-# free salient components smaller than this share of the image are no segment: a speck of the
-# map (their total share of a GT region was measured with tools.cv_select: see the model card)
-MIN_FREE_FRAC = 0.0005
-# the faint region a kept subject's salient pixels grow into (``in_top_region``): map ≥ this
-FAINT_AT = 0.2
-# "near the top instance": within this share of the longer image side of its mask
-NEAR_TOP_FRAC = 0.02
+DECISION_FEATURES = ("keep", "keep_prob", "kept_area_rel", "keep_fallback")
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One candidate piece of the kept region.
+class KeepFusion:
+    """The fusion stage (``pipeline.protocols.Fusion``) around one ``KeepModel``."""
 
-    Attributes:
-        owner: index into the instances given to ``split_segments``; -1 for ``free``.
-        kind: one of ``KINDS``.
-        rows, cols: the crop of the image the mask covers.
-        mask: ``h×w bool`` crop (non-empty).
-    """
+    def __init__(self, model: KeepModel):
+        self.model = model
+        self.name = str(model.doc.get("name", "keep"))
 
-    owner: int
-    kind: str
-    rows: slice
-    cols: slice
-    mask: np.ndarray
+    def probabilities(
+        self,
+        instances: Sequence[Instance],
+        segments: Sequence[Segment],
+        saliency: np.ndarray | None,
+    ) -> np.ndarray:
+        """``(S,)`` keep probability of each segment."""
+        x = segment_features(instances, segments, saliency)
+        return self.model.probability(x, FEATURE_NAMES)
 
-    @property
-    def area_px(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-    def full(self, hw: tuple[int, int]) -> np.ndarray:
-        """The mask pasted into an ``H×W bool`` canvas."""
-        out = np.zeros(hw, bool)
-        out[self.rows, self.cols] = self.mask
-        return out
-
-
-def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    def fuse(
+        self,
+        image: np.ndarray,
+        instances: Sequence[Instance],
+        saliency: np.ndarray | None,
+    ) -> list[Instance]:
+        """The instances with the decision written in (module docstring)."""
+        segments = split_segments(instances, saliency)
+        probability = self.probabilities(instances, segments, saliency)
+        decision = decide(probability)
+        return apply_decision(image, instances, segments, probability, decision.keep,
+                              bool(decision.fallback), saliency)  # fmt: skip
 
 
-def _segment(owner: int, kind: str, rows: slice, cols: slice, mask: np.ndarray):
-    """A Segment cropped tight to ``mask`` (a crop at ``rows, cols``), or None if empty."""
-    box = _box(mask)
-    if box is None:
-        return None
-    r, c = box
-    rows = slice(rows.start + r.start, rows.start + r.stop)
-    cols = slice(cols.start + c.start, cols.start + c.stop)
-    return Segment(owner, kind, rows, cols, mask[r, c])
-
-
-def check_inputs(instances: Sequence[Instance], saliency: np.ndarray | None) -> tuple[int, int]:
-    """``(H, W)`` of the photo; ``ValueError`` for masks or a map of another shape."""
-    if saliency is not None:
-        hw = saliency.shape
-        check_alpha(saliency, None, "saliency")
-    elif instances:
-        hw = instances[0].mask.shape
-    else:
-        return (0, 0)
-    for inst in instances:
-        check_mask(inst.mask, hw, f"instance {inst.id} mask")
-    return int(hw[0]), int(hw[1])
-
-
-def split_segments(
+def apply_decision(
+    image: np.ndarray,
     instances: Sequence[Instance],
+    segments: Sequence[Segment],
+    probability: np.ndarray,
+    keep: np.ndarray,
+    fallback: bool,
     saliency: np.ndarray | None,
-    min_free_frac: float = MIN_FREE_FRAC,
-) -> list[Segment]:
-    """The segments of a photo (module docstring), instance segments first in instance order.
-
-    Args:
-        instances: with ``H×W bool`` masks (the map-refined and rescued ones of the pipeline).
-        saliency: ``H×W float32`` map in [0, 1], or None (then one ``detector`` segment per
-            non-empty instance).
-        min_free_frac: smallest ``free`` component, share of the image area.
-    """
-    hw = check_inputs(instances, saliency)
-    segments: list[Segment] = []
-    boxes = [_box(inst.mask) for inst in instances]
-    if saliency is None:
-        for k, (inst, box) in enumerate(zip(instances, boxes, strict=True)):
-            if box is not None:
-                segments.append(Segment(k, "detector", *box, inst.mask[box]))
-        return segments
-    salient = saliency >= SALIENT_AT
-    covered = np.zeros(hw, bool)
-    painted = np.full(hw, -1, np.int32)
-    # where masks overlap the smaller instance owns the pixel (as in salient_masks)
-    for k in sorted(range(len(instances)), key=lambda k: -instances[k].area_px):
-        if boxes[k] is not None:
-            painted[boxes[k]][instances[k].mask[boxes[k]]] = k
-    for k, (inst, box) in enumerate(zip(instances, boxes, strict=True)):
-        if box is None:
+) -> list[Instance]:
+    """Reshape ``instances`` by the kept segments (module docstring)."""
+    hw = image.shape[:2]
+    kept_masks: dict[int, np.ndarray] = {}
+    best = np.zeros(len(instances))
+    for segment, p, on in zip(segments, probability, keep, strict=True):
+        if segment.owner < 0:
             continue
-        mask, sal = inst.mask[box], salient[box]
-        covered[box] |= mask
-        for kind, part in (("both", mask & sal), ("detector", mask & ~sal)):
-            segment = _segment(k, kind, *box, part)
-            if segment is not None:
-                segments.append(segment)
-    count, comps = cv2.connectedComponents(salient.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return segments
-    touched = np.zeros(count, bool)
-    touched[np.unique(comps[covered & salient])] = True
-    touched[0] = False
-    uncovered = salient & ~covered
-    attached = uncovered & touched[comps]
-    if attached.any():
-        nearest = _nearest_owner(painted)
-        owner_map = np.where(attached, nearest + 1, 0).astype(np.int32)
-        for k, box in enumerate(ndimage.find_objects(owner_map)):
-            if box is not None:
-                segment = _segment(k, "map", *box, owner_map[box] == k + 1)
-                if segment is not None:
-                    segments.append(segment)
-    min_px = min_free_frac * hw[0] * hw[1]
-    free_labels = np.where(uncovered & ~touched[comps], comps, 0)
-    for label, box in enumerate(ndimage.find_objects(free_labels), start=1):
-        if box is None:
-            continue
-        part = free_labels[box] == label
-        if np.count_nonzero(part) >= min_px:
-            segments.append(Segment(-1, "free", *box, part))
-    return segments
-
-
-def kept_region(segments: Sequence[Segment], keep: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """``H×W bool`` union of the segments whose ``keep`` entry is true."""
-    out = np.zeros(hw, bool)
-    for segment, on in zip(segments, keep, strict=True):
+        best[segment.owner] = max(best[segment.owner], p)
         if on:
-            out[segment.rows, segment.cols] |= segment.mask
-    return out
+            mask = kept_masks.setdefault(segment.owner, np.zeros(hw, bool))
+            mask[segment.rows, segment.cols] |= segment.mask
+    free = [s for s, on in zip(segments, keep, strict=True) if on and s.owner < 0]
+    orphans = []
+    for segment in free:
+        host = _nearest(segment, [instances[k] for k in kept_masks], list(kept_masks))
+        if host is None:
+            orphans.append(segment)
+        else:
+            kept_masks[host][segment.rows, segment.cols] |= segment.mask
+    out = []
+    for k, inst in enumerate(instances):
+        mask = kept_masks.get(k)
+        decided = {
+            "keep": 1.0 if mask is not None else 0.0,
+            "keep_prob": float(best[k]),
+            "kept_area_rel": 0.0 if mask is None else mask.sum() / max(inst.area_px, 1),
+            "keep_fallback": 1.0 if fallback and mask is not None else 0.0,
+        }
+        features = {**inst.features, **decided}
+        if mask is None:
+            out.append(inst.replace(features=features))
+            continue
+        soft = inst.soft_mask
+        if soft is not None and saliency is not None:
+            gained = mask & ~inst.mask
+            if gained.any():
+                soft = soft.copy()
+                soft[gained] = saliency[gained]
+        out.append(inst.replace(mask=mask, xyxy=mask_to_xyxy(mask), soft_mask=soft,
+                                features=features))  # fmt: skip
+    return out + _orphan_instances(image, instances, orphans, probability, segments, fallback,
+                                   saliency)  # fmt: skip
+
+
+def _nearest(segment: Segment, hosts: Sequence[Instance], indices: Sequence[int]) -> int | None:
+    """Index (into the instances) of the host whose box centre is nearest the segment's."""
+    if not hosts:
+        return None
+    cy = (segment.rows.start + segment.rows.stop) / 2.0
+    cx = (segment.cols.start + segment.cols.stop) / 2.0
+    dist = [np.hypot((h.xyxy[1] + h.xyxy[3]) / 2 - cy, (h.xyxy[0] + h.xyxy[2]) / 2 - cx)
+            for h in hosts]  # fmt: skip
+    return indices[int(np.argmin(dist))]
+
+
+def _orphan_instances(image, instances, orphans, probability, segments, fallback, saliency):
+    """Kept free components with no kept instance to join: one ``object`` instance each."""
+    if not orphans:
+        return []
+    from pipeline.features import compute_features
+
+    next_id = max((inst.id for inst in instances), default=-1) + 1
+    hw = image.shape[:2]
+    created = []
+    for segment in orphans:
+        mask = segment.full(hw)
+        p = float(probability[segments.index(segment)])
+        soft = None
+        mean = 1.0
+        if saliency is not None:
+            soft = np.where(mask, saliency, np.float32(0.0)).astype(np.float32)
+            mean = float(saliency[mask].mean())
+        inst = Instance(next_id, mask_to_xyxy(mask), "object", -1, mean, mask, soft_mask=soft,
+                        source="saliency")  # fmt: skip
+        (inst,) = compute_features(image, [inst], saliency)
+        decided = {"keep": 1.0, "keep_prob": p, "kept_area_rel": 1.0,
+                   "keep_fallback": 1.0 if fallback else 0.0}  # fmt: skip
+        created.append(inst.replace(features={**inst.features, **decided}))
+        next_id += 1
+    return created
+
+
+def build_fusion(model_name: str) -> KeepFusion:
+    """The stage for ``select.model``: a JSON path or the name of a file in ``models/``."""
+    from pipeline.stages.rank import ranker_path
+
+    path = ranker_path(model_name)
+    if path is None:
+        raise ValueError(
+            f"keep model not found: {model_name!r}; set select.model to a JSON path or the "
+            "name of a file in models/"
+        )
+    return KeepFusion(KeepModel.from_json(path))

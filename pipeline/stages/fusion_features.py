@@ -1,4 +1,4 @@
-"""Cues of each segment (``pipeline.stages.fusion``) for the learned keep decision.
+"""Cues of each segment (``pipeline.stages.segments``) for the learned keep decision.
 
 ``segment_features(instances, segments, saliency)`` returns an ``(N, F) float64`` matrix with
 one row per segment and the columns ``FEATURE_NAMES``:
@@ -18,7 +18,11 @@ one row per segment and the columns ``FEATURE_NAMES``:
   map), ``partner_is_top`` (its interaction with the top instance when that is its partner),
   ``area_rel_top`` and ``sal_rel_top`` (its area and mean map value over the top instance's);
 - the photo: ``has_saliency``, ``salient_frac`` (share of the image the map calls salient),
-  ``n_instances_log`` (``log1p`` of the instance count), ``top_area_frac``, ``top_sal_mean``.
+  ``n_instances_log`` (``log1p`` of the instance count), ``top_area_frac``, ``top_sal_mean``,
+  ``top_sal_share`` (the top instance's share of the salient pixels: near 1 when the map sees
+  just the subject), ``map_uncertain_frac`` (share of the map's non-zero pixels, map ≥
+  ``FAINT_AT``, that are between ``FAINT_AT`` and 0.8: a hesitant map) and
+  ``salient_parts_log`` (``log1p`` of the number of segments the map calls salient).
 
 The top instance is the one with the highest score. Without a map every map cue is 0 and
 ``has_saliency`` is 0, so one model serves both cases.
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from pipeline.stages.fusion import FAINT_AT, KINDS, NEAR_TOP_FRAC, SALIENT_AT, Segment
+from pipeline.stages.segments import FAINT_AT, KINDS, NEAR_TOP_FRAC, SALIENT_AT, Segment
 from pipeline.types import Instance
 
 OWNER_CUES = (
@@ -78,6 +82,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "n_instances_log",
     "top_area_frac",
     "top_sal_mean",
+    "top_sal_share",
+    "map_uncertain_frac",
+    "salient_parts_log",
 )
 
 
@@ -131,7 +138,16 @@ def segment_features(
     salient_px = 0 if saliency is None else int(np.count_nonzero(saliency >= SALIENT_AT))
     top_area = top.area_px if top is not None else 0
     top_sal = float(top.features.get("sal_mean_inside", 0.0)) if top is not None else 0.0
+    faint_px = 0 if saliency is None else int(np.count_nonzero(saliency >= FAINT_AT))
+    unsure_px = 0 if saliency is None else faint_px - int(np.count_nonzero(saliency >= 0.8))
+    top_salient_px = 0
+    if top is not None and saliency is not None:
+        top_salient_px = int(np.count_nonzero(saliency[top.mask] >= SALIENT_AT))
+    salient_parts = sum(1 for s in segments if s.kind != "detector")
     photo = {
+        "top_sal_share": top_salient_px / salient_px if salient_px else 0.0,
+        "map_uncertain_frac": unsure_px / faint_px if faint_px else 0.0,
+        "salient_parts_log": math.log1p(salient_parts) if saliency is not None else 0.0,
         "has_saliency": 0.0 if saliency is None else 1.0,
         "salient_frac": salient_px / image_px,
         "n_instances_log": math.log1p(len(instances)),

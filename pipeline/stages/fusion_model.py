@@ -30,7 +30,7 @@ import numpy as np
 
 FORMAT = "layercut-keep-model"
 VERSION = 1
-KEEP_AT = 0.5  # a segment is kept at probability ≥ this (see pipeline.stages.fusion)
+KEEP_AT = 0.5  # a segment is kept at probability ≥ this (see pipeline.stages.segments)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
