@@ -122,8 +122,10 @@ def _remove(args: argparse.Namespace) -> int:
     names = output_names(files, out_dir, config.output.format)
     for file in files:
         try:
-            _process(remover, file, names[file], out_dir, args, files)
+            fallback = _process(remover, file, names[file], out_dir, args, files)
             done += 1
+            if fallback:  # never silently: the result holds a candidate the policy dropped
+                _fail(f"layercut: warning: {file}: {fallback}", progress)
         except ImageError as exc:
             failures.append(_fail(str(exc), progress))
         except Exception as exc:  # one bad file must never stop the batch
@@ -149,7 +151,9 @@ def _fail(line: str, progress) -> str:
     return line
 
 
-def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequence[Path]) -> None:
+def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequence[Path]) -> str:
+    """Write one input's outputs; returns ``Layers.fallback`` ("" unless the keep policy would
+    have kept nothing and the best candidate was kept instead)."""
     from pipeline.batch import write_outputs
     from pipeline.imageio import load_image
 
@@ -167,6 +171,7 @@ def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequen
         with_debug=args.debug,
         protect=inputs,
     )
+    return layers.fallback
 
 
 if __name__ == "__main__":

@@ -137,6 +137,8 @@ class Layers:
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         self.ambiguity = 1.0
         self.alternatives: tuple[tuple[int, ...], ...] = ()
+        # "" or why the best candidate was kept when the policy would have kept nothing
+        self.fallback = ""
         self.keep = KeepMode.parse(keep)
         if selection is None:
             self.set_keep(self.keep)
@@ -191,6 +193,7 @@ class Layers:
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
         self.alternatives = tuple(tuple(int(i) for i in alt) for alt in selection.alternatives)
+        self.fallback = str(getattr(selection, "fallback", ""))
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
         """Switch the layer with this 1-based rank on or off."""
@@ -270,7 +273,8 @@ class Layers:
 
     # -- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable manifest: image size, keep mode, ambiguity and every layer."""
+        """A JSON-serialisable manifest: image size, keep mode, ambiguity, ``fallback`` ("" or
+        why the best candidate was kept rather than nothing) and every layer."""
         h, w = self.hw
         return {
             "source": self.source,
@@ -279,6 +283,7 @@ class Layers:
             "keep": self.keep.value,
             "ambiguity": round(self.ambiguity, 4),
             "alternatives": [list(alt) for alt in self.alternatives],
+            "fallback": self.fallback,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
             "layers": [_layer_json(layer, h * w) for layer in self.layers],
         }

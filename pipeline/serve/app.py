@@ -62,7 +62,8 @@ body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
   layers itself: alpha = 1 − Π(1 − aᵢ), colour = alpha-weighted mean of the layer colours.
 
 Response headers: `X-Layercut-Keep`, `X-Layercut-Ambiguity`, `X-Layercut-Layers`,
-`X-Layercut-Seconds`.
+`X-Layercut-Seconds`, `X-Layercut-Fallback` (`1` when the keep policy would have kept nothing and
+the best candidate was kept instead: the JSON's `fallback` says why; `0` otherwise).
 
 **Errors** are JSON `{"error": "...", "detail": "..."}`: 400 unreadable/truncated image or
 missing `file`, 413 upload or pixel count over the limit, 415 not an image, 422 bad query value,
@@ -184,6 +185,8 @@ class ServeState:
             "X-Layercut-Keep": layers.keep.value,
             "X-Layercut-Ambiguity": f"{layers.ambiguity:.4f}",
             "X-Layercut-Layers": str(len(layers)),
+            # 1: the keep policy would have kept nothing; the best candidate was kept instead
+            "X-Layercut-Fallback": "1" if layers.fallback else "0",
             "X-Layercut-Seconds": f"{time.perf_counter() - start:.3f}",
         }
         return Result(body, media_type, headers)
