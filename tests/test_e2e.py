@@ -210,9 +210,7 @@ def test_smoke_photos_if_shared_present(store_env):
     assert len(list(out.glob("*.png"))) == len(photos)
 
 
-def test_cli_warns_when_the_best_candidate_is_kept_rather_than_nothing(
-    store_env, photo, capsys
-):
+def test_cli_warns_when_the_best_candidate_is_kept_rather_than_nothing(store_env, photo, capsys):
     from tests.test_keep_decision import never
 
     out = store_env / "out"

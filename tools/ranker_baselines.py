@@ -70,8 +70,9 @@ def binary_matte(image: np.ndarray, instance: Instance) -> Matte:
 
 class RankingRemover:
     """features → rank → fusion → select on given proposals, returning real
-    ``pipeline.layers.Layers`` with binary mattes: what ``layercut eval --proposals gt --set refine.method=none
-    --set rank.model=MODEL`` measures, runnable without the detector and refine stages."""
+    ``pipeline.layers.Layers`` with binary mattes: what ``layercut eval --proposals gt --set
+    refine.method=none --set rank.model=MODEL`` measures, runnable without the detector and
+    refine stages."""
 
     def __init__(self, model: str, config: Config | None = None):
         base = config or Config()
