@@ -230,8 +230,10 @@ class Remover:
             instances = [
                 inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
             ]
+        candidates = None
         fusion = self.fusion
         if fusion is not None:
+            candidates = instances
             with stage("fusion"):
                 # given proposals are decided on as they are: not split by the map
                 fused_map = saliency_map if proposals is None else None
@@ -263,6 +265,7 @@ class Remover:
             saliency=saliency_map,
             selection=selection,
             mattes=mattes,
+            candidates=candidates,
         )
 
     def _salient_masks(self, instances: list[Instance], saliency_map: np.ndarray):

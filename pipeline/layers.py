@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.layers_json import layer_json, strongest_features
 from pipeline.outputs import encode, get_format, write_file
 from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
 
@@ -106,6 +107,9 @@ class Layers:
         selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
             it; otherwise it is computed here.
         mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
+        candidates: the instances as the keep decision found them, before the fusion stage
+            cut the kept ones to their kept parts (the evaluation's rules and oracles read
+            them); None when no stage reshaped them (then ``instances`` are the candidates).
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class Layers:
         saliency: np.ndarray | None = None,
         selection: Selection | None = None,
         mattes: Mapping[int, Matte] | None = None,
+        candidates: Sequence[Instance] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
@@ -133,6 +138,7 @@ class Layers:
         self._select_fn = select_fn
         self._refine_fn = refine_fn
         self._mattes: dict[int, Matte] = dict(mattes or {})
+        self._candidates = None if candidates is None else tuple(candidates)
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         self.ambiguity = 1.0
@@ -144,6 +150,12 @@ class Layers:
             self.set_keep(self.keep)
         else:
             self._apply(self.keep, self._checked(selection))
+
+    @property
+    def candidates(self) -> list[Instance]:
+        """The instances before the fusion stage reshaped the kept ones (the layers' own
+        instances when nothing was reshaped)."""
+        return list(self._candidates) if self._candidates is not None else self.instances
 
     @property
     def saliency(self) -> np.ndarray | None:
@@ -285,7 +297,7 @@ class Layers:
             "alternatives": [list(alt) for alt in self.alternatives],
             "fallback": self.fallback,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "layers": [_layer_json(layer, h * w) for layer in self.layers],
+            "layers": [layer_json(layer, h * w) for layer in self.layers],
         }
 
     def debug_view(self) -> np.ndarray:
@@ -300,7 +312,7 @@ class Layers:
                 score=layer.score,
                 mask=layer.instance.mask,
                 xyxy=layer.instance.xyxy,
-                top_features=_strongest_features(layer.instance),
+                top_features=strongest_features(layer.instance),
                 reason=layer.reason,
             )
             for layer in self.layers
@@ -360,38 +372,3 @@ def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
     rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return rgba
-
-
-# Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.
-_NOT_CUES = frozenset(
-    {"partner_id", "has_saliency", "trunc_left", "trunc_top", "trunc_right", "trunc_bottom"}
-)
-
-
-def _strongest_features(instance: Instance, count: int = 2) -> tuple[tuple[str, float], ...]:
-    """The ``count`` cues furthest from neutral (0.5 on their [0, 1] scale): what the debug
-    view prints beside each instance."""
-    cues = [(k, float(v)) for k, v in instance.features.items() if k not in _NOT_CUES]
-    items = sorted(cues, key=lambda kv: -abs(kv[1] - 0.5))
-    return tuple((name, float(value)) for name, value in items[:count])
-
-
-def _layer_json(layer: Layer, image_px: int) -> dict[str, Any]:
-    inst = layer.instance
-    area = inst.area_px
-    return {
-        "rank": layer.rank,
-        "id": inst.id,
-        "label": inst.label,
-        "class_id": inst.class_id,
-        "score": round(float(inst.score), 6),
-        "det_score": round(float(inst.det_score), 6),
-        "role": layer.role.value,
-        "reason": layer.reason,
-        "enabled": layer.enabled,
-        "source": inst.source,
-        "box_xyxy": [round(float(v), 2) for v in inst.xyxy],
-        "area_px": area,
-        "area_frac": round(area / max(image_px, 1), 6),
-        "features": {k: round(float(v), 6) for k, v in sorted(inst.features.items())},
-    }

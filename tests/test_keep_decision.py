@@ -92,6 +92,10 @@ def test_layers_hold_exactly_the_kept_segments(tmp_path):
     assert person.features["keep"] == 1.0 and person.features["kept_area_rel"] < 1.0
     assert layers.fallback == "" and layers.to_json()["fallback"] == ""
     assert "fusion" in layers.timings_s
+    # the candidates the decision chose from (what the evaluation's rules see) are unreshaped
+    before = {inst.label: inst for inst in layers.candidates}
+    assert before["person"].area_px > person.area_px
+    assert not (person.mask & ~before["person"].mask).any()
 
 
 def test_the_same_decision_without_a_map_is_per_instance(tmp_path):

@@ -68,6 +68,7 @@ class Prepared:
     ignore: np.ndarray | None
     ranks: np.ndarray | None = None
     sources: frozenset[str] = field(default_factory=frozenset)
+    subclass: str = ""
 
     def scored(self, scores: np.ndarray) -> list[Instance]:
         """The instances with ``score`` set (same order)."""
@@ -156,6 +157,7 @@ def prepare(
         gt=gt.main_mask,
         ignore=gt.ignore,
         ranks=ranks,
+        subclass=item.subclass,
     )
 
 

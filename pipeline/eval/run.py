@@ -143,7 +143,11 @@ def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> di
         out["empty"] = float(not kept.any() and bool(gt.main_mask.any()))
         if len(ranked) >= 2:  # with a single instance there is no ranking to judge
             out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask, gt.ignore)
-        instances = [layer.instance for layer in ranked]
+        # the rules and oracles choose among the instances the keep decision chose from
+        candidates = getattr(layers, "candidates", None)
+        if candidates is None:
+            candidates = [layer.instance for layer in ranked]
+        instances = list(candidates)
         out.update(rule_metrics(instances, gt.main_mask, layers.saliency, gt.ignore))
     ranked_gt = [(item.ranks[idx], m) for idx, _, m in gt_masks(item, gt) if idx in item.ranks]
     if gt.instance_map is not None and len(ranked_gt) >= 2:
