@@ -330,7 +330,13 @@ def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict) -> No
     }
     out.mkdir(parents=True, exist_ok=True)
     doc = ranker.to_dict()
-    doc["training"] = {**training, "method": "pairwise logistic regression + calibration"}
+    doc["training"] = {
+        "tool": training["tool"],
+        "data": "the synthetic scenes' GT instances and ranks, with the real ISNet map",
+        "synthetic_scenes": training["synthetic_scenes"],
+        "method": "pairwise logistic regression (within-scene pairs) + 1-D calibration",
+        "date": training["date"],
+    }
     (out / "ranker.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     model.doc["name"] = "keep"
     model.doc["training"] = training

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from pipeline.stages.segments import FAINT_AT, KINDS, NEAR_TOP_FRAC, SALIENT_AT, Segment
-from pipeline.types import Instance
+from pipeline.types import Instance, mask_to_xyxy
 
 OWNER_CUES = (
     "area_frac",
@@ -95,20 +95,40 @@ def _top_index(instances: Sequence[Instance]) -> int | None:
 
 
 def _top_maps(top: Instance | None, saliency: np.ndarray | None, hw):
-    """``(top_region, near_top)`` ``H×W bool`` maps, or None where they do not apply."""
+    """``(top_region, near_top)``: the ``H×W bool`` faint region grown from the top instance's
+    salient pixels (None without a map), and the pixels within ``NEAR_TOP_FRAC`` of the longer
+    side of its mask as ``(rows, cols, crop)`` (None without instances). Both work on crops
+    around the top instance where they can: the cost follows its size, not the photo's."""
     if top is None:
         return None, None
     near_px = max(1, round(NEAR_TOP_FRAC * max(hw)))
+    x0, y0, x1, y1 = mask_to_xyxy(top.mask).astype(int)
+    rows = slice(max(0, y0 - near_px), min(hw[0], y1 + near_px))
+    cols = slice(max(0, x0 - near_px), min(hw[1], x1 + near_px))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near_px + 1, 2 * near_px + 1))
-    near = cv2.dilate(top.mask.astype(np.uint8), kernel) > 0
+    near = (rows, cols, cv2.dilate(top.mask[rows, cols].astype(np.uint8), kernel) > 0)
     if saliency is None:
         return None, near
     count, comps = cv2.connectedComponents((saliency >= FAINT_AT).astype(np.uint8), 8)
-    seeds = np.unique(comps[top.mask & (saliency >= SALIENT_AT)])
+    box = (slice(y0, y1), slice(x0, x1))
+    seeds = np.unique(comps[box][top.mask[box] & (saliency[box] >= SALIENT_AT)])
     inside = np.zeros(count, bool)
     inside[seeds] = True
     inside[0] = False
     return inside[comps], near
+
+
+def _overlap_px(segment: Segment, crop: tuple[slice, slice, np.ndarray]) -> int:
+    """Pixels of ``segment`` inside the mask ``crop`` (``rows, cols, h×w bool``)."""
+    rows, cols, mask = crop
+    r0, r1 = max(rows.start, segment.rows.start), min(rows.stop, segment.rows.stop)
+    c0, c1 = max(cols.start, segment.cols.start), min(cols.stop, segment.cols.stop)
+    if r0 >= r1 or c0 >= c1:
+        return 0
+    a = segment.mask[r0 - segment.rows.start : r1 - segment.rows.start,
+                     c0 - segment.cols.start : c1 - segment.cols.start]  # fmt: skip
+    b = mask[r0 - rows.start : r1 - rows.start, c0 - cols.start : c1 - cols.start]
+    return int(np.count_nonzero(a & b))
 
 
 def segment_features(
@@ -180,7 +200,7 @@ def segment_features(
         if top_region is not None:
             row[col["seg_in_top_region"]] = np.count_nonzero(top_region[crop] & segment.mask) / area
         if near_top is not None:
-            row[col["seg_near_top"]] = np.count_nonzero(near_top[crop] & segment.mask) / area
+            row[col["seg_near_top"]] = _overlap_px(segment, near_top) / area
         for name, value in photo.items():
             row[col[name]] = value
         if segment.owner < 0:

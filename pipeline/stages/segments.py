@@ -154,8 +154,12 @@ def split_segments(
     uncovered = salient & ~covered
     attached = uncovered & touched[comps]
     if attached.any():
-        nearest = _nearest_owner(painted)
-        owner_map = np.where(attached, nearest + 1, 0).astype(np.int32)
+        # nearest owner on the box holding every painted and attached pixel: distances between
+        # pixels inside a rectangle do not depend on what lies outside it
+        box = _box(attached | (painted >= 0))
+        owner_map = np.zeros(hw, np.int32)
+        nearest = _nearest_owner(painted[box])
+        owner_map[box] = np.where(attached[box], nearest + 1, 0)
         for k, box in enumerate(ndimage.find_objects(owner_map)):
             if box is not None:
                 segment = _segment(k, "map", *box, owner_map[box] == k + 1)
