@@ -15,7 +15,9 @@ ranker scores, and both are saved as JSON under ``OUT/folds/<k>/`` with the fold
 item names, so a fold can be re-run through ``python -m pipeline.eval.cli``.
 
 Writes ``OUT/cv.json`` (per item: fold and every number) and ``OUT/cv.md`` (the per-set
-table); prints the table.
+table); prints the table. With ``--thumbs`` also ``OUT/report.json`` and ``OUT/thumbs/`` in the
+evaluation's layout, so ``tools/contact_sheet.py OUT --by iou-iou_rule_salient`` shows the
+largest cross-validated wins and losses against the map alone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipeline.eval.rules import RULES, keep_salient, oracle_union_iou
 from pipeline.stages.fusion_features import FEATURE_NAMES
 from pipeline.stages.fusion_model import KeepModel, decide
 from pipeline.stages.rank import LinearRanker
+from tools.cv_report import SETS, SIMPLE_RULES, table, write_sheet_report
 from tools.select_cache import cache_file, load_entry
 from tools.select_data import Prepared, prepare
 from tools.select_train import (
@@ -47,8 +50,6 @@ from tools.select_train import (
     usable_synth,
 )
 
-SETS = ("davis2016_train", "davis2016_val", "davis2017_testdev", "grabcut", "ecssd_multi")
-SIMPLE_RULES = ("top_score", "largest", "central", "all")
 N_INNER = 4  # inner folds of the cross-fitted ranker scores
 
 
@@ -100,8 +101,9 @@ def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> di
     return fold_of
 
 
-def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> dict[str, float]:
-    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``."""
+def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> tuple[dict, np.ndarray]:
+    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``, and
+    the kept region (``H×W bool``)."""
     scores = scores_of(ranker, rec)
     decision = decide(model.probability(rec.features(scores), FEATURE_NAMES))
     region = rec.region(decision.keep)
@@ -112,7 +114,7 @@ def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> dict[str, flo
     }
     if len(scores) >= 2:
         out["p_at_1"] = float(rec.inst_in_frac[int(np.argmax(scores))] >= 0.5)
-    return out
+    return out, region
 
 
 def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict[str, float]:
@@ -156,12 +158,14 @@ def run_cv(
     out_dir: Path | None = None,
     log=sys.stderr,
     synth_det: Sequence[Prepared] = (),
+    regions: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
     ``synth``: synthetic scenes with GT instances (ranker training); ``synth_det``: the same
     scenes with the detector's instances (keep-model training). Both only where no pixel
-    source is held out."""
+    source is held out. ``regions``, when given, receives each item's kept regions
+    (``{"map": H×W bool, "nomap": H×W bool}``)."""
     fold_of = stratified_folds(on, n_folds, seed)
     results: dict[str, dict[str, float]] = {}
     for k in range(n_folds):
@@ -181,9 +185,13 @@ def run_cv(
         model = fit_keep(x, y, w, kind)
         for i in test:
             row = {"fold": float(k)}
+            kept = {}
             for tag, rec in (("map", on[i]), ("nomap", off[i])):
-                row.update({f"ours_{tag}_{m}": v for m, v in ours(rec, ranker, model).items()})
+                metrics, kept[tag] = ours(rec, ranker, model)
+                row.update({f"ours_{tag}_{m}": v for m, v in metrics.items()})
             results[on[i].name] = row
+            if regions is not None:
+                regions[on[i].name] = kept
         if out_dir is not None:
             folder = out_dir / "folds" / str(k)
             folder.mkdir(parents=True, exist_ok=True)
@@ -197,56 +205,6 @@ def run_cv(
                   f"{len(syn)}/{len(synth)} synthetic scenes, {len(y)} segments, "
                   f"{seconds:.0f} s", file=log, flush=True)  # fmt: skip
     return results
-
-
-def table(rows: dict[str, dict[str, float]], set_of: dict[str, str]) -> tuple[str, dict]:
-    """The per-set markdown table and its numbers (means over items)."""
-    sets = [s for s in SETS if s in set_of.values()] + sorted(set(set_of.values()) - set(SETS))
-    groups = {s: [n for n in rows if set_of[n] == s] for s in sets}
-    groups["overall"] = list(rows)
-    rules = {name: np.mean([rows[n][f"rule_{name}"] for n in rows]) for name in SIMPLE_RULES}
-    best_rule = max(rules, key=rules.get)
-    columns = [
-        ("ours (map)", "ours_map_iou"),
-        ("map alone", "map_alone"),
-        ("Δ vs map", None),
-        ("before (salient)", "before_map"),
-        ("oracle union (map)", "oracle_union_map"),
-        ("oracle segments (map)", "oracle_segments_map"),
-        ("ours (no map)", "ours_nomap_iou"),
-        (f"best rule ({best_rule})", f"rule_{best_rule}"),
-        ("Δ vs rule", None),
-        ("detector alone (before)", "before_nomap"),
-        *((f"rule {n}", f"rule_{n}") for n in SIMPLE_RULES if n != best_rule),
-        ("oracle union (no map)", "oracle_union_nomap"),
-        ("oracle segments (no map)", "oracle_segments_nomap"),
-    ]
-    numbers: dict[str, dict[str, float]] = {}
-    lines = [
-        "| set | n | " + " | ".join(c for c, _ in columns) + " | empty (map/no map/before) |",
-        "|---|---:|" + "---:|" * len(columns) + "---|",
-    ]
-    for name, members in groups.items():
-        if not members:
-            continue
-        mean = {key: float(np.mean([rows[n][key] for n in members])) for _, key in columns if key}
-        mean["delta_map"] = mean["ours_map_iou"] - mean["map_alone"]
-        mean["delta_rule"] = mean["ours_nomap_iou"] - mean[f"rule_{best_rule}"]
-        empties = [
-            int(sum(rows[n][key] for n in members))
-            for key in ("ours_map_empty", "ours_nomap_empty", "before_map_empty")
-        ]
-        numbers[name] = {**mean, "n": len(members)}
-        cells = []
-        for title, key in columns:
-            if key is None:
-                value = mean["delta_map"] if title == "Δ vs map" else mean["delta_rule"]
-                cells.append(f"{value:+.3f}")
-            else:
-                cells.append(f"{mean[key]:.3f}")
-        empty = "/".join(map(str, empties))
-        lines.append(f"| {name} | {len(members)} | " + " | ".join(cells) + f" | {empty} |")
-    return "\n".join(lines), numbers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fit-out", default=None, help="also fit on every photo; write ranker.json, keep.json"
     )
+    parser.add_argument(
+        "--thumbs",
+        action="store_true",
+        help="write OUT/report.json and OUT/thumbs/ for tools/contact_sheet.py",
+    )
     parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
@@ -290,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = {"map": _prior(), "nomap": LinearRanker.from_json(before_path)}
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out)
+        regions: dict | None = {} if args.thumbs else None
+        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions)
         for a, b in zip(on, off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
         if args.fit_out:
@@ -303,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {"args": vars(args), "per_set": numbers, "items": rows, "sets": set_of}
     (out / "cv.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     (out / "cv.md").write_text(text + "\n", encoding="utf-8")
+    if regions is not None:
+        write_sheet_report(out, rows, on, regions, args.manifest)
     print(text)
     return 0
 
