@@ -78,30 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.synth_rank_eval", description=__doc__.split("\n")[0]
     )
-    for flag in (
-        "--test",
-        "--test-cache",
-        "--train",
-        "--train-cache",
-        "--photos",
-        "--photos-cache",
-    ):
+    for flag in ("--test", "--test-cache", "--train", "--train-cache"):
         parser.add_argument(flag, required=True)
     parser.add_argument("-o", "--out", required=True)
     parser.add_argument("--before-ranker", default=None, help="another ranker JSON to compare")
-    parser.add_argument(
-        "--no-photos", action="store_true", help="fit the ranker on the synthetic scenes only"
-    )
     args = parser.parse_args(argv)
     config = load_config("cpu", ["select.method=rules"], device="cpu")
     test, _ = load_records(args.test, args.test_cache, config, gt_proposals=True)
-    held = set().union(*(rec.sources for rec in test))
     train_on, train_off = load_records(args.train, args.train_cache, config, gt_proposals=True)
-    photos_on, photos_off = load_records(args.photos, args.photos_cache, config)
-    photos = [r for r in (*photos_on, *photos_off) if r.group not in held]
-    if args.no_photos:
-        photos = []
-    ranker = fit_ranker([*train_on, *train_off, *photos], name="ranker-synth-heldout")
+    # every scene lists itself among its sources: only the pixel sources count here
+    shared = set().union(*(r.sources - {r.name} for r in test)) & set().union(
+        *(r.sources - {r.name} for r in train_on)
+    )
+    if shared:
+        print(f"synth_rank_eval: sources in both splits: {sorted(shared)}", file=sys.stderr)
+        return 2
+    ranker = fit_ranker([*train_on, *train_off], name="ranker")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ranker.to_json(out / "ranker.json")
@@ -115,10 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = LinearRanker.from_json(args.before_ranker)
         rankers["before"] = lambda rec: before.score(rec.instances)
     results = evaluate(test, rankers)
-    left_out = len({r.group for r in (*photos_on,)} & held)
     text = (
-        f"{len(test)} held-out scenes; ranker fitted on {len(train_on)} training scenes and "
-        f"{len(photos) // 2} photos ({left_out} photo groups left out as test sources)\n\n"
+        f"{len(test)} held-out scenes; ranker fitted on {len(train_on)} training scenes\n\n"
         f"p@1\n\n{table(results, 'p_at_1')}\n\nSA-SOR\n\n{table(results, 'sa_sor')}\n"
     )
     (out / "synth_rank.md").write_text(text, encoding="utf-8")
