@@ -25,16 +25,18 @@ import numpy as np
 from pipeline.config import Config, load_config, resolve_device
 from pipeline.layers import Layers, rank_instances
 from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter, Selector
+from pipeline.stages.dedupe import merge_duplicates
 from pipeline.types import Instance, KeepMode, check_image, check_saliency
 
 # ``around_stage(name)`` returns a context manager entered around one stage (tools/benchmark.py
 # meters time and memory with it)
 AroundStage = Callable[[str], AbstractContextManager[Any]]
 # the stages ``Remover.run`` times, in the order they run (``timings_s`` keys, with ``total``);
-# detect and segment only without given proposals, saliency only with a map, salient_masks
-# only with both
+# detect, segment and dedupe only without given proposals, saliency only with a map,
+# salient_masks only with both
 STAGES = (
-    "detect", "segment", "saliency", "salient_masks", "features", "rank", "select", "refine",
+    "detect", "segment", "dedupe", "saliency", "salient_masks", "features", "rank", "select",
+    "refine",
 )  # fmt: skip
 
 
@@ -193,6 +195,8 @@ class Remover:
                 segmenter = self.segmenter
                 if segmenter is not None and instances:
                     instances = segmenter.segment(image, instances)
+            with stage("dedupe"):  # one object found twice would read as an ambiguous choice
+                instances = merge_duplicates(instances, self.config.dedupe)
         else:
             instances = list(proposals)
         saliency_map = None
