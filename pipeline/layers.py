@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.outputs import encode, get_format, write_file
-from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
+from pipeline.types import (
+    Instance,
+    KeepMode,
+    Matte,
+    Role,
+    Selection,
+    check_image,
+    check_saliency,
+    resolve_refs,
+)
 
 # (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
 SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
@@ -33,7 +42,10 @@ def rank_instances(instances: Sequence[Instance]) -> list[Instance]:
 class Layer:
     """One ranked instance: its rank (1 = best), role, reason and on/off switch.
 
-    ``matte`` (alpha + decontaminated colour on a crop) is computed on first access.
+    ``rank`` is how a user names the layer (file ``01-person.png``, the page, the debug view,
+    the reasons); ``instance.id`` is the detector's proposal index, kept for tracing only.
+    ``reason`` names other layers by rank (``pipeline.types.instance_ref``). ``matte`` (alpha
+    + decontaminated colour on a crop) is computed on first access.
     """
 
     def __init__(self, owner: Layers, rank: int, instance: Instance, role: Role, reason: str):
@@ -42,7 +54,18 @@ class Layer:
         self.instance = instance
         self.role = role
         self.reason = reason
-        self.enabled = role.kept
+        # the caller's switch (``Layers.set_enabled``, or ``enabled = …``); None: follow the role
+        self.switched: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the layer is on: the caller's switch when there is one, else whether the keep
+        policy keeps it (``role.kept``). Setting it is a switch (``Layers.set_enabled``)."""
+        return self.role.kept if self.switched is None else self.switched
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.switched = bool(on)
 
     @property
     def label(self) -> str:
@@ -135,7 +158,9 @@ class Layers:
         self._mattes: dict[int, Matte] = dict(mattes or {})
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
+        # in [0, 1], the keep policy's doubt about the main subject (``pipeline.stages.select``)
         self.ambiguity = 1.0
+        # other main selections the policy offers, best first, each a tuple of ranks
         self.alternatives: tuple[tuple[int, ...], ...] = ()
         self.keep = KeepMode.parse(keep)
         if selection is None:
@@ -179,34 +204,55 @@ class Layers:
         return selection
 
     def set_keep(self, keep: KeepMode | str) -> None:
-        """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
+        """Re-run the keep policy for ``keep`` and start over from it: roles, reasons, ambiguity
+        and alternatives change, and every switch made with ``set_enabled`` is forgotten."""
         mode = KeepMode.parse(keep)
         self._apply(mode, self._selection(mode))
 
     def _apply(self, mode: KeepMode, selection: Selection) -> None:
-        for layer, decision in zip(self.layers, selection.decisions, strict=True):
+        """Take ``selection`` as the current one; reasons and alternatives name layers by rank
+        (``resolve_refs``)."""
+        rank_of = self._rank_of()
+        reasons = [resolve_refs(d.reason, rank_of) for d in selection.decisions]
+        alternatives = tuple(
+            tuple(self._rank(instance_id, rank_of) for instance_id in alt)
+            for alt in selection.alternatives
+        )
+        for layer, decision, reason in zip(self.layers, selection.decisions, reasons, strict=True):
             layer.role = decision.role
-            layer.reason = decision.reason
-            layer.enabled = decision.role.kept
+            layer.reason = reason
+            layer.switched = None
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
-        self.alternatives = tuple(tuple(int(i) for i in alt) for alt in selection.alternatives)
+        self.alternatives = alternatives
+
+    def _rank_of(self) -> dict[int, int]:
+        return {layer.instance.id: layer.rank for layer in self.layers}
+
+    @staticmethod
+    def _rank(instance_id: int, rank_of: Mapping[int, int]) -> int:
+        if int(instance_id) not in rank_of:
+            raise ValueError(f"keep policy offers instance {instance_id}, which has no layer")
+        return rank_of[int(instance_id)]
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
-        """Switch the layer with this 1-based rank on or off."""
+        """Switch the layer with this 1-based rank on or off. The switch holds for every later
+        composite, with or without ``keep=``, until ``set_keep`` starts over."""
         if not 1 <= rank <= len(self.layers):
             raise IndexError(f"no layer with rank {rank} (have 1..{len(self.layers)})")
         self.layers[rank - 1].enabled = bool(on)
 
     def kept_layers(self, keep: KeepMode | str | None = None) -> list[Layer]:
-        """Layers that are on; with ``keep`` given, those the policy keeps for that mode."""
+        """Layers that are on. With ``keep`` given, those the policy keeps for that mode, except
+        that a layer switched with ``set_enabled`` stays as switched: switched off stays off
+        (``keep`` never brings it back), switched on stays on."""
         if keep is None:
             return [layer for layer in self.layers if layer.enabled]
         selection = self._selection(KeepMode.parse(keep))
         return [
             layer
             for layer, decision in zip(self.layers, selection.decisions, strict=True)
-            if decision.role.kept
+            if (decision.role.kept if layer.switched is None else layer.switched)
         ]
 
     # -- compositing ---------------------------------------------------------------------------
@@ -254,15 +300,19 @@ class Layers:
         return to_rgba(colour, alpha)
 
     def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
+        """``H×W×4 uint8`` RGBA of the layers that are on, or with ``keep`` of those that mode
+        keeps; either way a layer switched off with ``set_enabled`` stays off (``kept_layers``).
+        The current mode and switches are not changed."""
         return self._compose(self.kept_layers(keep))
 
     def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W float32`` alpha in [0, 1] of the layers that are on (or that ``keep`` keeps)."""
+        """``H×W float32`` alpha in [0, 1] of the layers ``composite(keep)`` shows (a layer
+        switched off with ``set_enabled`` stays off)."""
         return self._alpha_and_colour(self.kept_layers(keep))[0]
 
     def kept_mask(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W bool`` union of the kept instances' masks (before matting)."""
+        """``H×W bool`` union of the masks (before matting) of the layers ``kept_layers(keep)``
+        gives."""
         mask = np.zeros(self.hw, bool)
         for layer in self.kept_layers(keep):
             mask |= layer.instance.mask
@@ -270,7 +320,10 @@ class Layers:
 
     # -- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable manifest: image size, keep mode, ambiguity and every layer."""
+        """A JSON-serialisable manifest: image size, keep mode, ``ambiguity`` (in [0, 1]),
+        ``alternatives`` (lists of ranks), timings and every layer, best first. A layer is
+        named by its ``rank`` (as in file names and reasons); its ``id`` is the detector's
+        proposal index, for tracing only. Fields: README, "The manifest"."""
         h, w = self.hw
         return {
             "source": self.source,

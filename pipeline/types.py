@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -167,9 +168,47 @@ class Instance:
         return dataclasses.replace(self, **changes)
 
 
+# How a reason names another instance: the policy knows instances by id, a user by rank (the
+# number of the layer files, the page and the debug view). ``instance_ref(id)`` writes a
+# placeholder, ``Layers`` replaces it with ``#<rank>`` when it applies a selection; a bare
+# ``#<number>`` in a reason is refused there (it would be an id a user cannot look up).
+_REF = re.compile(r"\{#(-?\d+)\}")
+_BARE_NUMBER = re.compile(r"#\d")
+
+
+def instance_ref(instance_id: int) -> str:
+    """The placeholder naming instance ``instance_id`` in a ``Decision.reason``
+    (``"{#7}"``); users read it as ``#<rank>`` of that instance's layer."""
+    return f"{{#{int(instance_id)}}}"
+
+
+def resolve_refs(reason: str, rank_of: Mapping[int, int]) -> str:
+    """``reason`` with every ``instance_ref(id)`` replaced by ``#<rank_of[id]>``.
+
+    Raises ``ValueError`` for a placeholder naming an id not in ``rank_of`` and for a bare
+    ``#<number>`` outside placeholders (an id written where a user expects a rank)."""
+
+    def rank(match: re.Match) -> str:
+        instance_id = int(match.group(1))
+        if instance_id not in rank_of:
+            raise ValueError(f"reason {reason!r} names instance {instance_id}, which has no layer")
+        return f"#{rank_of[instance_id]}"
+
+    if _BARE_NUMBER.search(_REF.sub("", reason)):
+        raise ValueError(
+            f"reason {reason!r} names an instance by number; write pipeline.types."
+            "instance_ref(id) so that it shows as the layer's rank"
+        )
+    return _REF.sub(rank, reason)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The keep policy's verdict on one instance: its role and a short human reason."""
+    """The keep policy's verdict on one instance: its role and a short human reason.
+
+    A reason that names another instance does so with ``instance_ref(instance.id)``; what a
+    user reads (``Layer.reason``, ``layers.json``, the page, the debug view) says ``#<rank>``.
+    """
 
     role: Role
     reason: str
@@ -181,9 +220,11 @@ class Selection:
 
     Attributes:
         decisions: one ``Decision`` per instance, in the order the policy was given them.
-        ambiguity: in [0, 1]; high when two main candidates are close.
+        ambiguity: in [0, 1]; high when two main candidates are close (the policy's
+            measure: ``pipeline.stages.select``).
         alternatives: instance ids of a few other main selections, best first, the chosen one
-            excluded; each tuple lists its lead instance first.
+            excluded; each tuple lists its lead instance first. ``Layers.alternatives`` gives
+            them as ranks.
     """
 
     decisions: tuple[Decision, ...]

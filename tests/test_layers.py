@@ -4,13 +4,14 @@ The keep policy and refiner are replaced by tiny deterministic functions here: t
 the container, not the stages (those have their own tests)."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 
 from pipeline.fakes import FakeSelection
 from pipeline.layers import Layers
-from pipeline.types import Decision, Instance, KeepMode, Matte, Role
+from pipeline.types import Decision, Instance, KeepMode, Matte, Role, instance_ref
 
 
 def _square(h, w, y0, x0, side):
@@ -27,12 +28,16 @@ def _instances(h=40, w=60):
 
 
 def _select(instances, mode):
-    # "main" keeps the top instance; "all" keeps everything
+    # "main" keeps the top instance; "all" keeps everything; each reason names the next one
     decisions = []
-    for rank, inst in enumerate(instances):
+    for rank in range(len(instances)):
         kept = mode is KeepMode.ALL or rank == 0
-        decisions.append(Decision(Role.MAIN if kept else Role.DROPPED, f"{mode.value} #{inst.id}"))
-    return FakeSelection(tuple(decisions), 0.25, ((1,),))
+        after = instances[(rank + 1) % len(instances)]
+        reason = f"{mode.value}, before {instance_ref(after.id)}"
+        decisions.append(Decision(Role.MAIN if kept else Role.DROPPED, reason))
+    # alternatives by instance id: the second alone, then the last with the second
+    second, last = instances[1].id, instances[-1].id
+    return FakeSelection(tuple(decisions), 0.25, ((second,), (last, second)))
 
 
 def _refine(image, inst):
@@ -78,6 +83,23 @@ def test_toggle_and_recomposite_without_refining_again(layers):
         layers.set_enabled(9, True)
 
 
+def test_a_layer_switched_off_stays_off_whatever_keep_asks(layers):
+    layers.set_enabled(1, False)  # the dog, kept by every mode
+    layers.set_enabled(3, True)  # the cup, dropped by "main"
+    for keep in (None, "main", "all"):
+        alpha = layers.alpha(keep=keep)
+        assert alpha[25, 35] == 0.0, keep  # the dog stays off
+        assert alpha[1, 1] == 1.0, keep  # the cup stays on
+        assert layers.composite(keep=keep)[25, 35, 3] == 0
+        assert [layer.rank for layer in layers.kept_layers(keep)] == (
+            [2, 3] if keep == "all" else [3]
+        )
+        assert not layers.kept_mask(keep)[25, 35]
+    assert layers.keep is KeepMode.MAIN and not layers[0].enabled  # nothing was reset
+    layers.set_keep("main")  # starting over forgets the switches
+    assert layers[0].enabled and not layers[2].enabled and layers[0].switched is None
+
+
 def test_keep_mode_switch_reselects(layers):
     assert layers.alpha(keep="all")[1, 1] == 1.0  # cup kept by "all"
     assert layers.alpha()[1, 1] == 0.0  # current mode unchanged
@@ -108,6 +130,48 @@ def test_json_and_save(layers, tmp_path):
     for key in ("rank", "score", "role", "reason", "label", "box_xyxy", "area_px", "features"):
         assert key in first
     assert first["area_px"] == 400 and first["role"] == "main"
+    assert (first["rank"], first["id"]) == (1, 1)  # the dog: rank 1, the detector's #1
+
+
+def test_reasons_and_alternatives_name_layers_by_rank_not_id(layers):
+    # ranks: dog (id 1) 1, person (id 0) 2, cup (id 2) 3
+    assert [layer.reason for layer in layers] == [
+        "main, before #2",
+        "main, before #3",
+        "main, before #1",
+    ]
+    assert layers.alternatives == ((2,), (3, 2))
+    doc = layers.to_json()
+    assert doc["alternatives"] == [[2], [3, 2]]
+    assert doc["layers"][0]["reason"] == "main, before #2"
+    layers.set_keep("all")
+    assert layers[2].reason == "all, before #1"
+
+
+def test_a_reason_naming_an_instance_by_a_bare_number_or_an_unknown_id_is_refused():
+    image = np.full((40, 60, 3), 10, np.uint8)
+
+    def bare(instances, mode):
+        return FakeSelection(tuple(Decision(Role.MAIN, "held by #0") for _ in instances), 0, ())
+
+    with pytest.raises(ValueError, match="instance_ref"):
+        Layers(image, _instances(), KeepMode.MAIN, bare, _refine)
+
+    def unknown(instances, mode):
+        decisions = tuple(Decision(Role.MAIN, f"near {instance_ref(7)}") for _ in instances)
+        return FakeSelection(decisions, 0, ())
+
+    with pytest.raises(ValueError, match="instance 7"):
+        Layers(image, _instances(), KeepMode.MAIN, unknown, _refine)
+    offers = partial(FakeSelection, ambiguity=0.9, alternatives=((7,),))
+    with pytest.raises(ValueError, match="instance 7"):
+        Layers(
+            image,
+            _instances(),
+            KeepMode.MAIN,
+            lambda i, m: offers(_select(i, m).decisions),
+            _refine,
+        )
 
 
 def test_bad_shapes_raise_value_error():

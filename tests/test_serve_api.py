@@ -148,7 +148,9 @@ def test_json_document_recomposes_to_the_server_composite(client):
     composite = rgba_of(client.post("/v1/remove", content=data).content)
     assert set(doc["modes"]) == {"main", "all", "interacting"}
     assert doc["modes"]["all"]["enabled"] == [True, True, True, False]
-    assert doc["ambiguous"] is True and doc["alternatives"] == [[0, 1], [2]]
+    # alternatives name layers by rank: person (id 0) #1, dog (id 2) #2, bag (id 1) #3
+    assert doc["ambiguous"] is True and doc["alternatives"] == [[1, 3], [2]]
+    assert doc["modes"]["main"]["alternatives"] == [[1, 3], [2]]
     keep_out = np.ones((doc["height"], doc["width"]), np.float32)
     for entry, on in zip(doc["layers"], doc["modes"]["main"]["enabled"], strict=True):
         crop = rgba_of(base64.b64decode(entry["png"]))

@@ -16,7 +16,7 @@ from pipeline.outputs import encode
 from pipeline.types import KeepMode
 
 ZIP_MEDIA_TYPE = "application/zip"
-# ambiguity at or above this makes the page offer the alternatives
+# ambiguity at or above this makes the page offer the alternatives (README, "The manifest")
 AMBIGUOUS_AT = 0.5
 
 
@@ -36,7 +36,7 @@ def _keep_modes(layers) -> dict[str, dict[str, Any]]:
     """Roles, reasons and switches under every keep mode, so the page switches modes without a
     request. Only the keep policy runs (no network); the current mode and toggles are restored."""
     current = layers.keep
-    enabled = [layer.enabled for layer in layers]
+    switches = [layer.switched for layer in layers]
     modes = {}
     try:
         for mode in KeepMode:
@@ -50,8 +50,8 @@ def _keep_modes(layers) -> dict[str, dict[str, Any]]:
             }
     finally:
         layers.set_keep(current)
-        for layer, on in zip(layers, enabled, strict=True):
-            layer.enabled = on
+        for layer, switched in zip(layers, switches, strict=True):
+            layer.switched = switched
     return modes
 
 

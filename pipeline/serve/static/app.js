@@ -197,13 +197,13 @@ function renderAmbiguity() {
   if (box.hidden) return;
   $("ambiguity-text").textContent =
     `The main subject is ambiguous (${Math.round(m.ambiguity * 100)}%). Did you mean:`;
-  const buttons = alternatives.map((ids) => {
-    const names = state.doc.layers.filter((l) => ids.includes(l.id)).map((l) => `#${l.rank} ${l.label}`);
+  const buttons = alternatives.map((ranks) => {  // each alternative lists layer ranks
+    const names = state.doc.layers.filter((l) => ranks.includes(l.rank)).map((l) => `#${l.rank} ${l.label}`);
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = names.join(" + ") || "nothing";
     button.addEventListener("click", () => {
-      state.enabled = state.doc.layers.map((l) => ids.includes(l.id));
+      state.enabled = state.doc.layers.map((l) => ranks.includes(l.rank));
       renderLayerList();
       compose();
       drawOverlay();
