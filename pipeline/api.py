@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, load_config, resolve_device
+from pipeline.explain import ranker_contributions
 from pipeline.layers import Layers, rank_instances
 from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter, Selector
 from pipeline.stages.dedupe import merge_duplicates
@@ -213,6 +214,7 @@ class Remover:
             instances = [
                 inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
             ]
+            contributions = ranker_contributions(self.ranker, instances)  # for the debug view
         ranked = rank_instances(instances)
         # given proposals are never joined by the map's fragments rule
         select_fn = partial(
@@ -240,6 +242,7 @@ class Remover:
             saliency=saliency_map,
             selection=selection,
             mattes=mattes,
+            contributions=contributions,
         )
 
     def _salient_masks(self, instances: list[Instance], saliency_map: np.ndarray):

@@ -25,6 +25,7 @@ from pipeline.types import (
     Selection,
     check_image,
     check_saliency,
+    ids_to_ranks,
     resolve_refs,
 )
 
@@ -129,6 +130,9 @@ class Layers:
         selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
             it; otherwise it is computed here.
         mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
+        contributions: instance id → {cue: its additive share of the score}, from a ranker
+            that gives them (``pipeline.explain.ranker_contributions``); the debug view
+            prints the largest.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class Layers:
         saliency: np.ndarray | None = None,
         selection: Selection | None = None,
         mattes: Mapping[int, Matte] | None = None,
+        contributions: Mapping[int, Mapping[str, float]] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
@@ -156,6 +161,7 @@ class Layers:
         self._select_fn = select_fn
         self._refine_fn = refine_fn
         self._mattes: dict[int, Matte] = dict(mattes or {})
+        self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         # in [0, 1], the keep policy's doubt about the main subject (``pipeline.stages.select``)
@@ -212,12 +218,9 @@ class Layers:
     def _apply(self, mode: KeepMode, selection: Selection) -> None:
         """Take ``selection`` as the current one; reasons and alternatives name layers by rank
         (``resolve_refs``)."""
-        rank_of = self._rank_of()
+        rank_of = {layer.instance.id: layer.rank for layer in self.layers}
         reasons = [resolve_refs(d.reason, rank_of) for d in selection.decisions]
-        alternatives = tuple(
-            tuple(self._rank(instance_id, rank_of) for instance_id in alt)
-            for alt in selection.alternatives
-        )
+        alternatives = tuple(ids_to_ranks(alt, rank_of) for alt in selection.alternatives)
         for layer, decision, reason in zip(self.layers, selection.decisions, reasons, strict=True):
             layer.role = decision.role
             layer.reason = reason
@@ -225,15 +228,6 @@ class Layers:
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
         self.alternatives = alternatives
-
-    def _rank_of(self) -> dict[int, int]:
-        return {layer.instance.id: layer.rank for layer in self.layers}
-
-    @staticmethod
-    def _rank(instance_id: int, rank_of: Mapping[int, int]) -> int:
-        if int(instance_id) not in rank_of:
-            raise ValueError(f"keep policy offers instance {instance_id}, which has no layer")
-        return rank_of[int(instance_id)]
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
         """Switch the layer with this 1-based rank on or off. The switch holds for every later
@@ -320,40 +314,18 @@ class Layers:
 
     # -- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable manifest: image size, keep mode, ``ambiguity`` (in [0, 1]),
-        ``alternatives`` (lists of ranks), timings and every layer, best first. A layer is
-        named by its ``rank`` (as in file names and reasons); its ``id`` is the detector's
-        proposal index, for tracing only. Fields: README, "The manifest"."""
-        h, w = self.hw
-        return {
-            "source": self.source,
-            "width": w,
-            "height": h,
-            "keep": self.keep.value,
-            "ambiguity": round(self.ambiguity, 4),
-            "alternatives": [list(alt) for alt in self.alternatives],
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "layers": [_layer_json(layer, h * w) for layer in self.layers],
-        }
+        """The JSON-serialisable manifest (``pipeline.manifest.manifest_json``): size, keep
+        mode, ``ambiguity``, ``alternatives`` (ranks), timings and every layer, best first."""
+        from pipeline.manifest import manifest_json
+
+        return manifest_json(self)
 
     def debug_view(self) -> np.ndarray:
-        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role + the alpha."""
-        from pipeline.viz import DebugItem, debug_view
+        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role, with the
+        cues that moved its rank, beside the alpha and the salient map (``pipeline.viz``)."""
+        from pipeline.viz import layers_debug_view
 
-        items = [
-            DebugItem(
-                rank=layer.rank,
-                label=layer.label,
-                role=layer.role.value,
-                score=layer.score,
-                mask=layer.instance.mask,
-                xyxy=layer.instance.xyxy,
-                top_features=_strongest_features(layer.instance),
-                reason=layer.reason,
-            )
-            for layer in self.layers
-        ]
-        return debug_view(self.image, items, self.alpha())
+        return layers_debug_view(self)
 
     def files(
         self,
@@ -408,38 +380,3 @@ def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
     rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return rgba
-
-
-# Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.
-_NOT_CUES = frozenset(
-    {"partner_id", "has_saliency", "trunc_left", "trunc_top", "trunc_right", "trunc_bottom"}
-)
-
-
-def _strongest_features(instance: Instance, count: int = 2) -> tuple[tuple[str, float], ...]:
-    """The ``count`` cues furthest from neutral (0.5 on their [0, 1] scale): what the debug
-    view prints beside each instance."""
-    cues = [(k, float(v)) for k, v in instance.features.items() if k not in _NOT_CUES]
-    items = sorted(cues, key=lambda kv: -abs(kv[1] - 0.5))
-    return tuple((name, float(value)) for name, value in items[:count])
-
-
-def _layer_json(layer: Layer, image_px: int) -> dict[str, Any]:
-    inst = layer.instance
-    area = inst.area_px
-    return {
-        "rank": layer.rank,
-        "id": inst.id,
-        "label": inst.label,
-        "class_id": inst.class_id,
-        "score": round(float(inst.score), 6),
-        "det_score": round(float(inst.det_score), 6),
-        "role": layer.role.value,
-        "reason": layer.reason,
-        "enabled": layer.enabled,
-        "source": inst.source,
-        "box_xyxy": [round(float(v), 2) for v in inst.xyxy],
-        "area_px": area,
-        "area_frac": round(area / max(image_px, 1), 6),
-        "features": {k: round(float(v), 6) for k, v in sorted(inst.features.items())},
-    }

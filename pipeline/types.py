@@ -202,6 +202,15 @@ def resolve_refs(reason: str, rank_of: Mapping[int, int]) -> str:
     return _REF.sub(rank, reason)
 
 
+def ids_to_ranks(instance_ids, rank_of: Mapping[int, int]) -> tuple[int, ...]:
+    """The ranks of ``instance_ids`` (e.g. one alternative of a ``Selection``); ``ValueError``
+    for an id not in ``rank_of``."""
+    missing = [int(i) for i in instance_ids if int(i) not in rank_of]
+    if missing:
+        raise ValueError(f"keep policy offers instance(s) {missing}, which have no layer")
+    return tuple(rank_of[int(i)] for i in instance_ids)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The keep policy's verdict on one instance: its role and a short human reason.
