@@ -64,7 +64,8 @@ def fake_instances(h: int, w: int) -> list[Instance]:
 
 
 def fake_select(instances: Sequence[Instance], mode: KeepMode) -> FakeSelection:
-    """Roles from ``FAKE_ROLES``; under ``main`` an ambiguity of 0.6 with two alternatives."""
+    """Roles from ``FAKE_ROLES``; under ``main`` an ambiguity of 0.6 with two alternatives
+    (ids 0 + 1 and 2: those of the four ``fake_instances``; only those present are offered)."""
     decisions = tuple(
         Decision(
             FAKE_ROLES.get(inst.label, {}).get(mode.value, Role.KEPT),
@@ -73,7 +74,9 @@ def fake_select(instances: Sequence[Instance], mode: KeepMode) -> FakeSelection:
         for inst in instances
     )
     if mode is KeepMode.MAIN:
-        return FakeSelection(decisions, 0.6, ((0, 1), (2,)))
+        present = {inst.id for inst in instances}
+        offers = tuple(alt for alt in ((0, 1), (2,)) if present.issuperset(alt))
+        return FakeSelection(decisions, 0.6, offers)
     return FakeSelection(decisions, 0.1, ())
 
 
