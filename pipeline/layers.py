@@ -160,7 +160,9 @@ class Layers:
         self.timings_s: dict[str, float] = dict(timings_s or {})
         self._select_fn = select_fn
         self._refine_fn = refine_fn
-        self._mattes: dict[int, Matte] = dict(mattes or {})
+        self._mattes: dict[int, Matte] = dict(mattes or {})  # as refined
+        self._owned: dict[int, Matte] = {}  # … without other instances' pixels (``_matte``)
+        self._cover: np.ndarray | None = None
         self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
@@ -261,12 +263,23 @@ class Layers:
             self.timings_s["total"] += time.perf_counter() - start
 
     def _matte(self, instance: Instance) -> Matte:
-        if instance.id not in self._mattes:
-            start = time.perf_counter()
-            self._mattes[instance.id] = self._refine_fn(self.image, instance)
-            elapsed = time.perf_counter() - start
-            self.timings_s["refine"] = self.timings_s.get("refine", 0.0) + elapsed
-        return self._mattes[instance.id]
+        """The instance's matte, refined on first use, without what its soft edge takes from
+        another instance's mask: switching that one off must leave no sliver of it here (a
+        ghost of an occluder in the layer it stood in front of). Where two masks overlap both
+        keep their alpha."""
+        if instance.id not in self._owned:
+            if instance.id not in self._mattes:
+                start = time.perf_counter()
+                self._mattes[instance.id] = self._refine_fn(self.image, instance)
+                elapsed = time.perf_counter() - start
+                self.timings_s["refine"] = self.timings_s.get("refine", 0.0) + elapsed
+            if self._cover is None:  # how many instance masks hold each pixel
+                self._cover = np.zeros(self.hw, np.uint16)
+                for other in self.instances:
+                    self._cover += other.mask
+            allowed = instance.mask | (self._cover == 0)  # its own pixels and no one else's
+            self._owned[instance.id] = self._mattes[instance.id].within(allowed)
+        return self._owned[instance.id]
 
     def _alpha_and_colour(self, layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
         """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the layer colours."""

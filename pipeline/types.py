@@ -265,6 +265,16 @@ class Matte:
                 f"got {fg.shape} {fg.dtype}"
             )
 
+    def within(self, allowed: np.ndarray) -> Matte:
+        """This matte with its alpha zeroed where ``allowed`` (``H×W bool`` at the image's
+        resolution) is False; the same matte when nothing changes."""
+        h, w = self.alpha.shape
+        inside = allowed[self.y0 : self.y0 + h, self.x0 : self.x0 + w]
+        if inside.all():
+            return self
+        alpha = np.where(inside, self.alpha, np.float32(0.0)).astype(np.float32)
+        return Matte(alpha, self.foreground, self.x0, self.y0)
+
     def full_alpha(self, hw: tuple[int, int]) -> np.ndarray:
         """The alpha pasted into an ``H×W float32`` zero canvas."""
         out = np.zeros(hw, np.float32)

@@ -186,3 +186,34 @@ def test_bad_shapes_raise_value_error():
             _refine,
             input_alpha=np.zeros((3, 3), np.float32),
         )
+
+
+def _halo(image, inst, ring_px=2):
+    """A matting-like refiner: alpha 1 on the mask, 0.5 on a ring of ``ring_px`` around it."""
+    grown = inst.mask.copy()
+    for _ in range(ring_px):
+        grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0)
+        grown = grown | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
+    alpha = np.where(inst.mask, 1.0, np.where(grown, 0.5, 0.0)).astype(np.float32)
+    return Matte(alpha, np.full((*alpha.shape, 3), 200, np.uint8), 0, 0)
+
+
+def test_switching_an_occluder_off_leaves_no_ghost_of_it_in_its_neighbour():
+    h, w = 40, 60
+    front = _square(h, w, 10, 10, 20)  # a person in front …
+    back = np.zeros((h, w), bool)
+    back[15:35, 30:50] = True  # … and the bag beside them, touching
+    insts = [
+        Instance(0, [10, 10, 30, 30], "person", 0, 0.9, front, score=0.9),
+        Instance(1, [30, 15, 50, 35], "bag", 1, 0.9, back, score=0.5),
+    ]
+    layers = Layers(np.zeros((h, w, 3), np.uint8), insts, KeepMode.ALL, _select, _halo)
+    both = layers.alpha()
+    assert (both[front | back] == 1.0).all()
+    assert both[12, 8] == 0.5  # the soft edge into the background stays
+    layers.set_enabled(1, False)  # the person off: nothing of it may remain
+    alone = layers.alpha()
+    assert (alone[front] == 0.0).all()
+    assert (alone[back] == 1.0).all() and alone[20, 51] == 0.5  # the bag and its own edge
+    rgba = layers.composite()
+    assert (rgba[..., 3][front] == 0).all()

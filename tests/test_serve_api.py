@@ -339,6 +339,9 @@ def test_models_health_docs_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "Remove background" in page.text
     assert client.get("/static/app.js").status_code == 200
+    icon = client.get("/favicon.ico")  # browsers ask for it: no 404 in the console
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+    assert 'rel="icon"' in page.text and client.get("/static/favicon.svg").status_code == 200
 
 
 def test_serve_main_rejects_bad_usage(capsys):

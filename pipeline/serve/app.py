@@ -352,6 +352,10 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # the page links it; other clients ask this path
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
     return app
 
 
