@@ -93,7 +93,9 @@ class Layer:
     def crop_rgba(self) -> tuple[np.ndarray, int, int]:
         """This layer alone, cropped to its matte: ``(h×w×4 uint8 RGBA, x0, y0)``, with ``x0``,
         ``y0`` the crop's top-left corner in the photo. The input file's own transparency is
-        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel."""
+        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel. The matte
+        as refined: a client composing several crops keeps each soft edge off the masks of the
+        layers it leaves out, as ``Layers.composite`` does."""
         matte = self.matte
         h, w = matte.alpha.shape
         if h == 0 or w == 0:  # an empty mask: one transparent pixel keeps every decoder happy
@@ -160,9 +162,7 @@ class Layers:
         self.timings_s: dict[str, float] = dict(timings_s or {})
         self._select_fn = select_fn
         self._refine_fn = refine_fn
-        self._mattes: dict[int, Matte] = dict(mattes or {})  # as refined
-        self._owned: dict[int, Matte] = {}  # … without other instances' pixels (``_matte``)
-        self._cover: np.ndarray | None = None
+        self._mattes: dict[int, Matte] = dict(mattes or {})
         self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
@@ -263,32 +263,29 @@ class Layers:
             self.timings_s["total"] += time.perf_counter() - start
 
     def _matte(self, instance: Instance) -> Matte:
-        """The instance's matte, refined on first use, without what its soft edge takes from
-        another instance's mask: switching that one off must leave no sliver of it here (a
-        ghost of an occluder in the layer it stood in front of). Where two masks overlap both
-        keep their alpha."""
-        if instance.id not in self._owned:
-            if instance.id not in self._mattes:
-                start = time.perf_counter()
-                self._mattes[instance.id] = self._refine_fn(self.image, instance)
-                elapsed = time.perf_counter() - start
-                self.timings_s["refine"] = self.timings_s.get("refine", 0.0) + elapsed
-            if self._cover is None:  # how many instance masks hold each pixel
-                self._cover = np.zeros(self.hw, np.uint16)
-                for other in self.instances:
-                    self._cover += other.mask
-            allowed = instance.mask | (self._cover == 0)  # its own pixels and no one else's
-            self._owned[instance.id] = self._mattes[instance.id].within(allowed)
-        return self._owned[instance.id]
+        if instance.id not in self._mattes:
+            start = time.perf_counter()
+            self._mattes[instance.id] = self._refine_fn(self.image, instance)
+            elapsed = time.perf_counter() - start
+            self.timings_s["refine"] = self.timings_s.get("refine", 0.0) + elapsed
+        return self._mattes[instance.id]
 
     def _alpha_and_colour(self, layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
-        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the layer colours."""
+        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the colours of
+        ``layers``. A layer's soft edge never paints the mask of a layer left out (outside its
+        own mask): switching an occluder off leaves no sliver of it (no ghost) in its
+        neighbour's edge. The page composes by the same rule."""
         h, w = self.hw
         keep_out = np.ones((h, w), np.float32)  # Π(1 − aᵢ)
         colour_sum = np.zeros((h, w, 3), np.float32)
         weight_sum = np.zeros((h, w), np.float32)
+        shown = {id(layer) for layer in layers}
+        hidden = np.zeros((h, w), bool)
+        for layer in self.layers:
+            if id(layer) not in shown:
+                hidden |= layer.instance.mask
         for layer in layers:
-            matte = layer.matte
+            matte = layer.matte.within(layer.instance.mask | ~hidden)
             mh, mw = matte.alpha.shape
             sl = (slice(matte.y0, matte.y0 + mh), slice(matte.x0, matte.x0 + mw))
             keep_out[sl] *= 1.0 - matte.alpha

@@ -217,3 +217,8 @@ def test_switching_an_occluder_off_leaves_no_ghost_of_it_in_its_neighbour():
     assert (alone[back] == 1.0).all() and alone[20, 51] == 0.5  # the bag and its own edge
     rgba = layers.composite()
     assert (rgba[..., 3][front] == 0).all()
+    # a layer's own file holds none of its neighbour either
+    assert (layers[1].rgba()[..., 3][front] == 0).all() and layers[1].rgba()[20, 51, 3] == 128
+    # the refined matte itself is kept whole: crops for a client that composes itself
+    crop, x0, y0 = layers[1].crop_rgba()
+    assert crop[15 - y0, 29 - x0, 3] == 128  # the bag's edge over the person's mask

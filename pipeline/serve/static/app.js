@@ -124,17 +124,30 @@ $("run").addEventListener("click", async () => {
 });
 
 // ---------------------------------------------------------------- result
-async function decodeCrop(entry) {
+async function decodePNG(base64) {
   const img = new Image();
-  img.src = `data:image/png;base64,${entry.png}`;
+  img.src = `data:image/png;base64,${base64}`;
   await img.decode();
   const canvas = document.createElement("canvas");
   canvas.width = img.naturalWidth;
   canvas.height = img.naturalHeight;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(img, 0, 0);
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  return { x0: entry.x0, y0: entry.y0, w: canvas.width, h: canvas.height, data, canvas };
+  return { canvas, data: ctx.getImageData(0, 0, canvas.width, canvas.height).data };
+}
+
+async function decodeCrop(entry) {
+  const { canvas, data } = await decodePNG(entry.png);
+  const mask = await decodePNG(entry.mask_png);  // grey, white inside the instance
+  return {
+    x0: entry.x0, y0: entry.y0, w: canvas.width, h: canvas.height, data, canvas,
+    mask: { x0: entry.mask_x0, y0: entry.mask_y0, w: mask.canvas.width, h: mask.canvas.height, data: mask.data },
+  };
+}
+
+function inMask(mask, px, py) {
+  const x = px - mask.x0, y = py - mask.y0;
+  return x >= 0 && y >= 0 && x < mask.w && y < mask.h && mask.data[(y * mask.w + x) * 4] > 127;
 }
 
 async function show(doc) {
@@ -252,13 +265,26 @@ function renderAmbiguity() {
   $("alternatives").replaceChildren(...buttons);
 }
 
-// Same maths as pipeline.layers.Layers: alpha = 1 − Π(1 − aᵢ); colour = Σ aᵢ·cᵢ / Σ aᵢ.
+// Same maths as pipeline.layers.Layers: alpha = 1 − Π(1 − aᵢ); colour = Σ aᵢ·cᵢ / Σ aᵢ; and
+// a shown layer's soft edge never paints the mask of a hidden one (no ghost of an occluder
+// that was switched off), except inside its own mask.
 function compose() {
   const { width: W, height: H } = state.doc;
   const n = W * H;
   const keepOut = new Float32Array(n).fill(1);
   const colour = new Float32Array(n * 3);
   const weight = new Float32Array(n);
+  const hidden = new Uint8Array(n);
+  state.crops.forEach((crop, i) => {
+    if (state.enabled[i]) return;
+    const m = crop.mask;
+    for (let y = 0; y < m.h; y++) {
+      for (let x = 0; x < m.w; x++) {
+        const px = m.x0 + x, py = m.y0 + y;
+        if (px < W && py < H && m.data[(y * m.w + x) * 4] > 127) hidden[py * W + px] = 1;
+      }
+    }
+  });
   state.crops.forEach((crop, i) => {
     if (!state.enabled[i]) return;
     const d = crop.data;
@@ -271,6 +297,7 @@ function compose() {
         const a = d[k + 3] / 255;
         if (a === 0 || px < 0 || px >= W) continue;
         const p = py * W + px;
+        if (hidden[p] && !inMask(crop.mask, px, py)) continue;
         keepOut[p] *= 1 - a;
         colour[p * 3] += a * d[k];
         colour[p * 3 + 1] += a * d[k + 1];
