@@ -23,18 +23,21 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, load_config, resolve_device
+from pipeline.explain import ranker_contributions
 from pipeline.layers import Layers, rank_instances
 from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter, Selector
+from pipeline.stages.dedupe import merge_duplicates
 from pipeline.types import Instance, KeepMode, check_image, check_saliency
 
 # ``around_stage(name)`` returns a context manager entered around one stage (tools/benchmark.py
 # meters time and memory with it)
 AroundStage = Callable[[str], AbstractContextManager[Any]]
 # the stages ``Remover.run`` times, in the order they run (``timings_s`` keys, with ``total``);
-# detect and segment only without given proposals, saliency only with a map, salient_masks
-# only with both
+# detect, segment and dedupe only without given proposals, saliency only with a map,
+# salient_masks only with both
 STAGES = (
-    "detect", "segment", "saliency", "salient_masks", "features", "rank", "select", "refine",
+    "detect", "segment", "dedupe", "saliency", "salient_masks", "features", "rank", "select",
+    "refine",
 )  # fmt: skip
 
 
@@ -193,6 +196,8 @@ class Remover:
                 segmenter = self.segmenter
                 if segmenter is not None and instances:
                     instances = segmenter.segment(image, instances)
+            with stage("dedupe"):  # one object found twice would read as an ambiguous choice
+                instances = merge_duplicates(instances, self.config.dedupe)
         else:
             instances = list(proposals)
         saliency_map = None
@@ -209,6 +214,7 @@ class Remover:
             instances = [
                 inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
             ]
+            contributions = ranker_contributions(self.ranker, instances)  # for the debug view
         ranked = rank_instances(instances)
         # given proposals are never joined by the map's fragments rule
         select_fn = partial(
@@ -236,6 +242,7 @@ class Remover:
             saliency=saliency_map,
             selection=selection,
             mattes=mattes,
+            contributions=contributions,
         )
 
     def _salient_masks(self, instances: list[Instance], saliency_map: np.ndarray):

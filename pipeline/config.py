@@ -70,6 +70,19 @@ class SegmentConfig(Section):
 
 
 @dataclass(frozen=True)
+class DedupeConfig(Section):
+    """Duplicate detections of one object merged before ranking (``pipeline.stages.dedupe``).
+    Shares of mask pixels, in [0, 1]."""
+
+    section: ClassVar[str] = "dedupe"
+    enabled: bool = True
+    min_mask_iou: float = num(0.7, *SHARE)  # same label: mask intersection / union
+    # same label: share of the smaller mask inside the larger (a part found on its own)
+    min_contained_share: float = num(0.9, *SHARE)
+    min_mask_iou_any_label: float = num(0.9, *SHARE)  # two labels on the same pixels
+
+
+@dataclass(frozen=True)
 class SaliencyConfig(Section):
     """Optional salient-object map (ISNet) used as ranking cue and mask refiner."""
 
@@ -181,6 +194,7 @@ class RuntimeConfig(Section):
 class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     select: SelectConfig = field(default_factory=SelectConfig)

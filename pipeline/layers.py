@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.outputs import encode, get_format, write_file
-from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
+from pipeline.types import (
+    Instance,
+    KeepMode,
+    Matte,
+    Role,
+    Selection,
+    check_image,
+    check_saliency,
+    ids_to_ranks,
+    resolve_refs,
+)
 
 # (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
 SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
@@ -33,7 +43,10 @@ def rank_instances(instances: Sequence[Instance]) -> list[Instance]:
 class Layer:
     """One ranked instance: its rank (1 = best), role, reason and on/off switch.
 
-    ``matte`` (alpha + decontaminated colour on a crop) is computed on first access.
+    ``rank`` is how a user names the layer (file ``01-person.png``, the page, the debug view,
+    the reasons); ``instance.id`` is the detector's proposal index, kept for tracing only.
+    ``reason`` names other layers by rank (``pipeline.types.instance_ref``). ``matte`` (alpha
+    + decontaminated colour on a crop) is computed on first access.
     """
 
     def __init__(self, owner: Layers, rank: int, instance: Instance, role: Role, reason: str):
@@ -42,7 +55,18 @@ class Layer:
         self.instance = instance
         self.role = role
         self.reason = reason
-        self.enabled = role.kept
+        # the caller's switch (``Layers.set_enabled``, or ``enabled = …``); None: follow the role
+        self.switched: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the layer is on: the caller's switch when there is one, else whether the keep
+        policy keeps it (``role.kept``). Setting it is a switch (``Layers.set_enabled``)."""
+        return self.role.kept if self.switched is None else self.switched
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.switched = bool(on)
 
     @property
     def label(self) -> str:
@@ -69,7 +93,9 @@ class Layer:
     def crop_rgba(self) -> tuple[np.ndarray, int, int]:
         """This layer alone, cropped to its matte: ``(h×w×4 uint8 RGBA, x0, y0)``, with ``x0``,
         ``y0`` the crop's top-left corner in the photo. The input file's own transparency is
-        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel."""
+        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel. The matte
+        as refined: a client composing several crops keeps each soft edge off the masks of the
+        layers it leaves out, as ``Layers.composite`` does."""
         matte = self.matte
         h, w = matte.alpha.shape
         if h == 0 or w == 0:  # an empty mask: one transparent pixel keeps every decoder happy
@@ -106,6 +132,9 @@ class Layers:
         selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
             it; otherwise it is computed here.
         mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
+        contributions: instance id → {cue: its additive share of the score}, from a ranker
+            that gives them (``pipeline.explain.ranker_contributions``); the debug view
+            prints the largest.
     """
 
     def __init__(
@@ -122,6 +151,7 @@ class Layers:
         saliency: np.ndarray | None = None,
         selection: Selection | None = None,
         mattes: Mapping[int, Matte] | None = None,
+        contributions: Mapping[int, Mapping[str, float]] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
@@ -133,9 +163,12 @@ class Layers:
         self._select_fn = select_fn
         self._refine_fn = refine_fn
         self._mattes: dict[int, Matte] = dict(mattes or {})
+        self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
+        # in [0, 1], the keep policy's doubt about the main subject (``pipeline.stages.select``)
         self.ambiguity = 1.0
+        # other main selections the policy offers, best first, each a tuple of ranks
         self.alternatives: tuple[tuple[int, ...], ...] = ()
         self.keep = KeepMode.parse(keep)
         if selection is None:
@@ -179,34 +212,43 @@ class Layers:
         return selection
 
     def set_keep(self, keep: KeepMode | str) -> None:
-        """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
+        """Re-run the keep policy for ``keep`` and start over from it: roles, reasons, ambiguity
+        and alternatives change, and every switch made with ``set_enabled`` is forgotten."""
         mode = KeepMode.parse(keep)
         self._apply(mode, self._selection(mode))
 
     def _apply(self, mode: KeepMode, selection: Selection) -> None:
-        for layer, decision in zip(self.layers, selection.decisions, strict=True):
+        """Take ``selection`` as the current one; reasons and alternatives name layers by rank
+        (``resolve_refs``)."""
+        rank_of = {layer.instance.id: layer.rank for layer in self.layers}
+        reasons = [resolve_refs(d.reason, rank_of) for d in selection.decisions]
+        alternatives = tuple(ids_to_ranks(alt, rank_of) for alt in selection.alternatives)
+        for layer, decision, reason in zip(self.layers, selection.decisions, reasons, strict=True):
             layer.role = decision.role
-            layer.reason = decision.reason
-            layer.enabled = decision.role.kept
+            layer.reason = reason
+            layer.switched = None
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
-        self.alternatives = tuple(tuple(int(i) for i in alt) for alt in selection.alternatives)
+        self.alternatives = alternatives
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
-        """Switch the layer with this 1-based rank on or off."""
+        """Switch the layer with this 1-based rank on or off. The switch holds for every later
+        composite, with or without ``keep=``, until ``set_keep`` starts over."""
         if not 1 <= rank <= len(self.layers):
             raise IndexError(f"no layer with rank {rank} (have 1..{len(self.layers)})")
         self.layers[rank - 1].enabled = bool(on)
 
     def kept_layers(self, keep: KeepMode | str | None = None) -> list[Layer]:
-        """Layers that are on; with ``keep`` given, those the policy keeps for that mode."""
+        """Layers that are on. With ``keep`` given, those the policy keeps for that mode, except
+        that a layer switched with ``set_enabled`` stays as switched: switched off stays off
+        (``keep`` never brings it back), switched on stays on."""
         if keep is None:
             return [layer for layer in self.layers if layer.enabled]
         selection = self._selection(KeepMode.parse(keep))
         return [
             layer
             for layer, decision in zip(self.layers, selection.decisions, strict=True)
-            if decision.role.kept
+            if (decision.role.kept if layer.switched is None else layer.switched)
         ]
 
     # -- compositing ---------------------------------------------------------------------------
@@ -229,13 +271,21 @@ class Layers:
         return self._mattes[instance.id]
 
     def _alpha_and_colour(self, layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
-        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the layer colours."""
+        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the colours of
+        ``layers``. A layer's soft edge never paints the mask of a layer left out (outside its
+        own mask): switching an occluder off leaves no sliver of it (no ghost) in its
+        neighbour's edge. The page composes by the same rule."""
         h, w = self.hw
         keep_out = np.ones((h, w), np.float32)  # Π(1 − aᵢ)
         colour_sum = np.zeros((h, w, 3), np.float32)
         weight_sum = np.zeros((h, w), np.float32)
+        shown = {id(layer) for layer in layers}
+        hidden = np.zeros((h, w), bool)
+        for layer in self.layers:
+            if id(layer) not in shown:
+                hidden |= layer.instance.mask
         for layer in layers:
-            matte = layer.matte
+            matte = layer.matte.within(layer.instance.mask | ~hidden)
             mh, mw = matte.alpha.shape
             sl = (slice(matte.y0, matte.y0 + mh), slice(matte.x0, matte.x0 + mw))
             keep_out[sl] *= 1.0 - matte.alpha
@@ -254,15 +304,19 @@ class Layers:
         return to_rgba(colour, alpha)
 
     def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
+        """``H×W×4 uint8`` RGBA of the layers that are on, or with ``keep`` of those that mode
+        keeps; either way a layer switched off with ``set_enabled`` stays off (``kept_layers``).
+        The current mode and switches are not changed."""
         return self._compose(self.kept_layers(keep))
 
     def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W float32`` alpha in [0, 1] of the layers that are on (or that ``keep`` keeps)."""
+        """``H×W float32`` alpha in [0, 1] of the layers ``composite(keep)`` shows (a layer
+        switched off with ``set_enabled`` stays off)."""
         return self._alpha_and_colour(self.kept_layers(keep))[0]
 
     def kept_mask(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W bool`` union of the kept instances' masks (before matting)."""
+        """``H×W bool`` union of the masks (before matting) of the layers ``kept_layers(keep)``
+        gives."""
         mask = np.zeros(self.hw, bool)
         for layer in self.kept_layers(keep):
             mask |= layer.instance.mask
@@ -270,37 +324,18 @@ class Layers:
 
     # -- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable manifest: image size, keep mode, ambiguity and every layer."""
-        h, w = self.hw
-        return {
-            "source": self.source,
-            "width": w,
-            "height": h,
-            "keep": self.keep.value,
-            "ambiguity": round(self.ambiguity, 4),
-            "alternatives": [list(alt) for alt in self.alternatives],
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "layers": [_layer_json(layer, h * w) for layer in self.layers],
-        }
+        """The JSON-serialisable manifest (``pipeline.manifest.manifest_json``): size, keep
+        mode, ``ambiguity``, ``alternatives`` (ranks), timings and every layer, best first."""
+        from pipeline.manifest import manifest_json
+
+        return manifest_json(self)
 
     def debug_view(self) -> np.ndarray:
-        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role + the alpha."""
-        from pipeline.viz import DebugItem, debug_view
+        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role, with the
+        cues that moved its rank, beside the alpha and the salient map (``pipeline.viz``)."""
+        from pipeline.viz import layers_debug_view
 
-        items = [
-            DebugItem(
-                rank=layer.rank,
-                label=layer.label,
-                role=layer.role.value,
-                score=layer.score,
-                mask=layer.instance.mask,
-                xyxy=layer.instance.xyxy,
-                top_features=_strongest_features(layer.instance),
-                reason=layer.reason,
-            )
-            for layer in self.layers
-        ]
-        return debug_view(self.image, items, self.alpha())
+        return layers_debug_view(self)
 
     def files(
         self,
@@ -355,38 +390,3 @@ def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     rgba[..., :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
     rgba[..., 3] = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return rgba
-
-
-# Bookkeeping values, not cues: an id, a flag, per-side parts of ``truncation``.
-_NOT_CUES = frozenset(
-    {"partner_id", "has_saliency", "trunc_left", "trunc_top", "trunc_right", "trunc_bottom"}
-)
-
-
-def _strongest_features(instance: Instance, count: int = 2) -> tuple[tuple[str, float], ...]:
-    """The ``count`` cues furthest from neutral (0.5 on their [0, 1] scale): what the debug
-    view prints beside each instance."""
-    cues = [(k, float(v)) for k, v in instance.features.items() if k not in _NOT_CUES]
-    items = sorted(cues, key=lambda kv: -abs(kv[1] - 0.5))
-    return tuple((name, float(value)) for name, value in items[:count])
-
-
-def _layer_json(layer: Layer, image_px: int) -> dict[str, Any]:
-    inst = layer.instance
-    area = inst.area_px
-    return {
-        "rank": layer.rank,
-        "id": inst.id,
-        "label": inst.label,
-        "class_id": inst.class_id,
-        "score": round(float(inst.score), 6),
-        "det_score": round(float(inst.det_score), 6),
-        "role": layer.role.value,
-        "reason": layer.reason,
-        "enabled": layer.enabled,
-        "source": inst.source,
-        "box_xyxy": [round(float(v), 2) for v in inst.xyxy],
-        "area_px": area,
-        "area_frac": round(area / max(image_px, 1), 6),
-        "features": {k: round(float(v), 6) for k, v in sorted(inst.features.items())},
-    }

@@ -56,8 +56,10 @@ body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
   role, reason, box, features and `file`) and, with `debug=true`, `debug.png`;
 - `format=json`: `application/json` — the `layers.json` document where each layer also carries
   `png` (base64 RGBA PNG **cropped** to the layer's matte) placed at `x0`, `y0` (size
-  `crop_width` × `crop_height`), plus `modes` (roles, reasons and on/off switches under every
-  keep mode, so a client can switch modes without another request), `ambiguous`, and with
+  `crop_width` × `crop_height`) and `mask_png` (its instance mask at `mask_x0`, `mask_y0`: a
+  shown layer's soft edge stays off the masks of hidden ones), plus `modes` (roles, reasons and
+  on/off switches under every keep mode, so a client can switch modes without another
+  request), `ambiguous`, and with
   `debug=true` a base64 `debug_png`. The web page at `/` uses this form and composes the enabled
   layers itself: alpha = 1 − Π(1 − aᵢ), colour = alpha-weighted mean of the layer colours.
 
@@ -351,6 +353,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # the page links it; other clients ask this path
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     return app
 

@@ -92,6 +92,12 @@ class LinearRanker:
             return 1.0 / (1.0 + np.exp(-z))
         return z
 
+    def contributions(self, instances: Sequence[Instance]) -> np.ndarray:
+        """``(N, F) float64``: each feature's share of each instance's score before the link,
+        ``coef · (x - mean) / scale`` (the score is ``link(intercept + row sum)``), columns in
+        ``self.features`` order. What moved an instance up or down (the debug view)."""
+        return (self.matrix(instances) - self.mean) / self.scale * self.coef
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (see the module docstring)."""
         return {
