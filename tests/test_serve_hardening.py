@@ -178,9 +178,13 @@ def test_a_client_leaving_mid_upload_logs_one_line(tmp_path, caplog):
 def test_multipart_media_type_in_any_case(tmp_path, content_type):
     boundary = "b0und"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + png_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     with serving(ServeLimits(), tmp_path) as port:
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/remove",
