@@ -122,7 +122,7 @@ def load_image(path: str | Path, max_image_px: int = 150_000_000) -> LoadedImage
         match = _PILLOW_PIXELS.search(str(exc))
         pixels = match.group(1) if match else "?"
         limit = min(max_image_px, 2 * (Image.MAX_IMAGE_PIXELS or 0)) or max_image_px
-        raise ImageError(path, f"too large ({pixels} px > limit {limit})") from None
+        raise ImageError(path, _too_large(pixels, limit)) from None
     except PermissionError as exc:
         raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
     except MemoryError:
@@ -273,11 +273,18 @@ def image_from_array(array: np.ndarray) -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(rgb), alpha, None, mode)
 
 
+def _too_large(pixels: int | str, limit: int) -> str:
+    return (
+        f"too large ({pixels} px > limit {limit}; the default limit follows this machine's "
+        "memory, --set runtime.max_image_px=N changes it)"
+    )
+
+
 def _check_pixels(path: Path, size: tuple[int, int], max_image_px: int) -> None:
     width, height = size
     pixels = int(width) * int(height)
     if pixels > max_image_px:
-        raise ImageError(path, f"too large ({pixels} px > limit {max_image_px})")
+        raise ImageError(path, _too_large(pixels, max_image_px))
     if pixels < 1:
         raise ImageError(path, f"has no pixels ({width}×{height})")
 
