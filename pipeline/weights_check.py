@@ -141,7 +141,10 @@ def verify(spec, path: Path, cache_folder: Path, recorded: str | None, fix: str)
             return path
     got = hash_file(path)
     if expected is None:  # nothing published, nothing recorded: this first use is the record
-        dl.record_known_hash(cache_folder, spec.filename, got.sha256)
+        try:
+            dl.record_known_hash(cache_folder, spec.filename, got.sha256)
+        except OSError:  # a read-only cache: nothing to compare with yet, record next time
+            return path
         expected = f"recorded-sha256:{got.sha256}"
     problem = mismatch(expected, got)
     if problem is not None:
