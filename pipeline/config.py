@@ -26,6 +26,7 @@ import tomllib
 
 from pipeline.config_fields import SHARE, Section, coerce, num
 from pipeline.outputs import FORMAT_NAMES
+from pipeline.resources import default_max_image_px
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -187,7 +188,9 @@ class RuntimeConfig(Section):
     section: ClassVar[str] = "runtime"
     device: DeviceName = "auto"
     threads: int = num(0, 0)  # torch CPU threads; 0 = all cores
-    max_image_px: int = num(150_000_000, 1)  # larger images are refused (decompression bombs)
+    # larger images are refused before decoding; the default follows this machine's memory
+    # (pipeline.resources: what the default accepts, it finishes; at most 150 MP)
+    max_image_px: int = num(default_max_image_px(), 1)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.outputs import encode, get_format, write_file
+from pipeline.outputs import encode, get_format, write_folder
 from pipeline.types import (
     Instance,
     KeepMode,
@@ -375,12 +375,12 @@ class Layers:
         webp_quality: int = 90,
         protect: Sequence[Path] = (),
     ) -> list[Path]:
-        """Write ``files()`` into ``out_dir`` (each file atomically, never over one of
-        ``protect``); returns the paths written, ``layers.json`` last."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``files()`` as the folder ``out_dir``, atomically as a whole (``outputs.
+        write_folder``: a previous folder there is replaced, a symlink is never followed, a
+        failure leaves no partial folder), never over one of ``protect``; returns the paths
+        written, ``layers.json`` last."""
         options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
-        return [write_file(out / name, data, protect) for name, data in self.files(fmt, **options)]
+        return write_folder(out_dir, self.files(fmt, **options), protect)
 
 
 def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -153,13 +153,13 @@ def test_exif_orientation_6_loads_upright(bad, photo):
 
 def test_bomb_refused_from_the_header_quickly(bad):
     start = time.perf_counter()
-    with pytest.raises(ImageError, match=r"too large \(900000000 px > limit 150000000\)"):
+    with pytest.raises(ImageError, match=r"too large \(900000000 px > limit 150000000;"):
         load_image(bad["decompression_bomb"][0])
     assert time.perf_counter() - start < 1.0
 
 
 def test_own_pixel_limit_and_no_pillow_warning_leaks(tmp_path, bad):
-    with pytest.raises(ImageError, match=r"too large \(43200 px > limit 1000\)"):
+    with pytest.raises(ImageError, match=r"too large \(43200 px > limit 1000;"):
         load_image(bad["jpeg"][0], max_image_px=1000)
     # 95 MP: above Pillow's warning threshold (89.5 MP), below its error threshold
     big = tmp_path / "big.png"

@@ -241,5 +241,7 @@ def test_layers_save_never_follows_a_planted_json_temp_link(tmp_path):
     layers.save(out, protect=[tmp_path / "elsewhere.jpg"])
     assert victim.read_bytes() == b"an input photo"
     assert json.loads((out / "layers.json").read_text())["width"] == 64
-    with pytest.raises(ValueError, match="refusing to overwrite an input"):
+    # the folder is replaced as a whole: one holding an input is refused, input kept
+    with pytest.raises(ValueError, match="refusing to replace a folder that holds an input"):
         layers.save(out, protect=[out / "composite.png"])
+    assert (out / "composite.png").is_file()
