@@ -19,6 +19,8 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,8 +29,10 @@ import tomllib
 from pipeline.config_fields import SHARE, Section, coerce, num
 from pipeline.outputs import FORMAT_NAMES
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# Data the product reads at run time ships inside the package (pyproject's package-data), so a
+# wheel install reads the same files as a checkout: the presets and the ranker JSON files.
+CONFIGS_DIR = files("pipeline") / "configs"
+MODELS_DIR = files("pipeline") / "models"
 
 # The choices of each choice key, declared once; the stages take their name tables from these.
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
@@ -90,7 +94,7 @@ class RankConfig(Section):
     """Instance ranking."""
 
     section: ClassVar[str] = "rank"
-    model: str = "ranker"  # prior | a ranker JSON path | a name of a file in models/ (ranker.json)
+    model: str = "ranker"  # prior | a ranker JSON path | a file name in pipeline/models/
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,9 +105,10 @@ class RankConfig(Section):
             )
 
 
-def ranker_path(model: str) -> Path | None:
-    """The ranker JSON ``rank.model`` names: a path, or ``models/<name>`` then
-    ``models/<name>.json``; None when there is no such file (or ``model`` is blank)."""
+def ranker_path(model: str) -> Path | Traversable | None:
+    """The ranker JSON ``rank.model`` names: a path, or ``MODELS_DIR/<name>`` then
+    ``MODELS_DIR/<name>.json`` (``pipeline/models/``); None when there is no such file (or
+    ``model`` is blank)."""
     model = model.strip()
     if not model:
         return None
@@ -239,8 +244,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
-def preset_path(name: str) -> Path:
-    """Path of a preset in ``configs/`` by name (``cpu``, ``quality`` …) or the name as a path."""
+def preset_path(name: str) -> Path | Traversable:
+    """A preset in ``CONFIGS_DIR`` (``pipeline/configs/``) by name (``cpu``, ``quality`` …), or
+    the name as a path when it ends in ``.toml`` or exists."""
     candidate = Path(name)
     if candidate.suffix == ".toml" or candidate.exists():
         return candidate
