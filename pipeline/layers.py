@@ -253,9 +253,16 @@ class Layers:
         alpha, colour = self._alpha_and_colour(layers)
         return to_rgba(colour, alpha)
 
-    def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
-        return self._compose(self.kept_layers(keep))
+    def composite(self, keep: KeepMode | str | None = None, background=None) -> np.ndarray:
+        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep); with a
+        ``background`` (a colour, an image or ``"blur"``: ``pipeline.background``) the layers
+        laid over it, ``H×W×3 uint8`` RGB without alpha."""
+        alpha, colour = self._alpha_and_colour(self.kept_layers(keep))
+        if background is None:
+            return to_rgba(colour, alpha)
+        from pipeline.background import over
+
+        return over(colour, alpha, background, self.image)
 
     def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
         """``H×W float32`` alpha in [0, 1] of the layers that are on (or that ``keep`` keeps)."""
