@@ -9,8 +9,8 @@ Every value is checked when its section is built (``Config(...)``, ``with_overri
 ``load_config``): a choice key is typed ``Literal[...]`` (its choices are declared here once and
 the stages read their name tables from them), a number key carries its range (``num``,
 ``pipeline.config_fields``). A bad value raises one ``ValueError`` line naming the key and what
-is allowed, e.g. ``config output.format must be one of png, webp; got 'gif'``, before any model
-loads.
+is allowed, e.g. ``config output.format must be one of png, webp, mask; got 'gif'``, before any
+model loads.
 """
 
 from __future__ import annotations
@@ -261,6 +261,7 @@ def load_config(
     """Build a Config: dataclass defaults ← preset/TOML file ← ``--set`` overrides ← ``device``.
 
     Without ``path`` the preset follows the device: ``quality`` on CUDA, ``cpu`` otherwise.
+    ``ValueError`` (one line) for a bad value, and for ``cuda`` where torch sees no GPU.
     """
     resolved_device = resolve_device(device or "auto")
     if path is None:
@@ -281,15 +282,29 @@ def load_config(
     config = config.with_overrides(table)
     if device is not None:
         config = config.with_overrides({"runtime": {"device": device}})
+    if config.runtime.device == "cuda":  # also when a file or --set asks for it
+        resolve_device("cuda")
     return config
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; others are validated."""
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` where torch sees none
+    raises ``ValueError`` in one line, so the choice fails before any model or weights load."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device != "auto":
+    if device == "cpu":
         return device
+    import warnings
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    with warnings.catch_warnings():  # a CUDA build without a driver warns; our message says it
+        warnings.simplefilter("ignore")
+        available = bool(torch.cuda.is_available())
+    if device == "cuda" and not available:
+        build = "a CPU-only build" if torch.version.cuda is None else "it finds no usable GPU"
+        raise ValueError(
+            f"device cuda: CUDA is not available (torch {torch.__version__}: {build}); "
+            "use --device cpu or --device auto"
+        )
+    return "cuda" if available else "cpu"
