@@ -49,6 +49,9 @@ body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
 
 **Output** by query:
 - default: the composite of the kept subjects, RGBA `image/png` (`format=webp`: `image/webp`);
+- `background=<colour>|blur` (`white`, `#00ff00`, `rgb(0,255,0)`, or `blur`: the photo
+  blurred): the kept subjects laid over it, without alpha (RGB `image/png` or `image/webp`);
+- `mask=true` (or `format=mask`): the alpha alone as a grey 8-bit PNG (mode L);
 - `debug=true` without `layers`: the debug view instead (every instance outlined, numbered and
   coloured by role), `image/png`;
 - `layers=true`: `application/zip` with one full-size RGBA file per ranked layer
@@ -130,6 +133,7 @@ class Job:
     fmt: str
     layers: bool
     debug: bool
+    background: Any = None  # pipeline.background.parse_background's colour or "blur"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +182,7 @@ class ServeState:
             body = encode(layers.debug_view(), "png", **options)
             media_type = get_format("png").media_type
         else:
-            body = encode(layers.composite(), job.fmt, **options)
+            body = encode(layers.composite(background=job.background), job.fmt, **options)
             media_type = get_format(job.fmt).media_type
         headers = {
             "X-Layercut-Keep": layers.keep.value,
@@ -314,7 +318,12 @@ def create_app(
         fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat["png"],
         layers: Annotated[bool, Query(description="ZIP of ranked layers + layers.json")] = False,
         debug: Annotated[bool, Query(description="debug view, or debug.png in ZIP/JSON")] = False,
+        background: Annotated[
+            str | None, Query(description="a colour ('white', '#00ff00') or blur; no alpha")
+        ] = None,
+        mask: Annotated[bool, Query(description="the alpha as a grey PNG (format=mask)")] = False,
     ) -> Response:
+        fmt_name, back = _image_options(fmt.value, background, mask, layers or debug)
         if not state.gate.try_enter():
             raise ApiError(
                 503,
@@ -331,7 +340,7 @@ def create_app(
                 )
             except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
                 raise _timeout(limits) from None
-            job = Job(data, keep, fmt.value, layers, debug)
+            job = Job(data, keep, fmt_name, layers, debug, back)
             future = state.executor.submit(state.process, job)
             # the slot is freed when the work ends (also when cancelled before it started)
             future.add_done_callback(lambda _: state.gate.leave())
@@ -353,6 +362,26 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     return app
+
+
+def _image_options(fmt: str, background: str | None, mask: bool, other: bool) -> tuple[str, Any]:
+    """(format, parsed background) of the ``format``, ``background`` and ``mask`` queries; 422
+    when they contradict each other or the background is not a colour or ``blur``."""
+    from pipeline.background import parse_background
+
+    if mask:
+        if fmt not in ("png", "mask"):
+            raise ApiError(422, "invalid parameter", f"mask=true writes a PNG mask, not {fmt}")
+        fmt = "mask"
+    if background is None:
+        return fmt, None
+    if fmt in ("mask", "json") or other:
+        what = "a mask" if fmt == "mask" else "the layers, JSON or debug view"
+        raise ApiError(422, "invalid parameter", f"background does not apply to {what}")
+    try:  # never a path: a client names no file on the server
+        return fmt, parse_background(background, files=False)
+    except ValueError as exc:
+        raise ApiError(422, "invalid parameter", f"background: {exc}") from None
 
 
 def _timeout(limits: ServeLimits) -> ApiError:
