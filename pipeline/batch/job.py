@@ -75,7 +75,7 @@ def _load(job: Job, max_image_px: int, stdin: BinaryIO | None):
         try:
             return load_image(Path(tmp.name), max_image_px)
         except ImageError as exc:
-            raise ImageError(STDIN_NAME, exc.reason) from None
+            raise ImageError(STDIN_NAME, exc.reason.replace(tmp.name, STDIN_NAME)) from None
 
 
 def write_job(
