@@ -145,8 +145,10 @@ def plan_batch(
             raise PlanError(f"-o {output} is the input itself; an input is never written over")
     else:
         out_dir = out
-        names = [PurePosixPath(f"stdin{spec.extension}")] if from_stdin else None
-        names = names or output_names(found, out, options.fmt)
+        if from_stdin:
+            names = [PurePosixPath(f"stdin{spec.extension}")]
+        else:
+            names = output_names(found, out, options.fmt)
         jobs = [Job(source, name) for source, name in zip(sources, names, strict=True)]
     _check_out_dir(out_dir, output)
     done = [j for j in jobs if skip_existing and _complete(j, out_dir, options)]
