@@ -9,8 +9,8 @@ Every value is checked when its section is built (``Config(...)``, ``with_overri
 ``load_config``): a choice key is typed ``Literal[...]`` (its choices are declared here once and
 the stages read their name tables from them), a number key carries its range (``num``,
 ``pipeline.config_fields``). A bad value raises one ``ValueError`` line naming the key and what
-is allowed, e.g. ``config output.format must be one of png, webp; got 'gif'``, before any model
-loads.
+is allowed, e.g. ``config output.format must be one of png, webp, mask; got 'gif'``, before any
+model loads.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,8 +30,10 @@ from pipeline.config_fields import SHARE, Section, coerce, num
 from pipeline.outputs import FORMAT_NAMES
 from pipeline.resources import default_max_image_px
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# Data the product reads at run time ships inside the package (pyproject's package-data), so a
+# wheel install reads the same files as a checkout: the presets and the ranker JSON files.
+CONFIGS_DIR = files("pipeline") / "configs"
+MODELS_DIR = files("pipeline") / "models"
 
 # The choices of each choice key, declared once; the stages take their name tables from these.
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
@@ -104,7 +108,7 @@ class RankConfig(Section):
     """Instance ranking."""
 
     section: ClassVar[str] = "rank"
-    model: str = "ranker"  # prior | a ranker JSON path | a name of a file in models/ (ranker.json)
+    model: str = "ranker"  # prior | a ranker JSON path | a file name in pipeline/models/
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -115,9 +119,10 @@ class RankConfig(Section):
             )
 
 
-def ranker_path(model: str) -> Path | None:
-    """The ranker JSON ``rank.model`` names: a path, or ``models/<name>`` then
-    ``models/<name>.json``; None when there is no such file (or ``model`` is blank)."""
+def ranker_path(model: str) -> Path | Traversable | None:
+    """The ranker JSON ``rank.model`` names: a path, or ``MODELS_DIR/<name>`` then
+    ``MODELS_DIR/<name>.json`` (``pipeline/models/``); None when there is no such file (or
+    ``model`` is blank)."""
     model = model.strip()
     if not model:
         return None
@@ -256,8 +261,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
-def preset_path(name: str) -> Path:
-    """Path of a preset in ``configs/`` by name (``cpu``, ``quality`` …) or the name as a path."""
+def preset_path(name: str) -> Path | Traversable:
+    """A preset in ``CONFIGS_DIR`` (``pipeline/configs/``) by name (``cpu``, ``quality`` …), or
+    the name as a path when it ends in ``.toml`` or exists."""
     candidate = Path(name)
     if candidate.suffix == ".toml" or candidate.exists():
         return candidate
@@ -272,6 +278,7 @@ def load_config(
     """Build a Config: dataclass defaults ← preset/TOML file ← ``--set`` overrides ← ``device``.
 
     Without ``path`` the preset follows the device: ``quality`` on CUDA, ``cpu`` otherwise.
+    ``ValueError`` (one line) for a bad value, and for ``cuda`` where torch sees no GPU.
     """
     resolved_device = resolve_device(device or "auto")
     if path is None:
@@ -292,15 +299,29 @@ def load_config(
     config = config.with_overrides(table)
     if device is not None:
         config = config.with_overrides({"runtime": {"device": device}})
+    if config.runtime.device == "cuda":  # also when a file or --set asks for it
+        resolve_device("cuda")
     return config
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; others are validated."""
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` where torch sees none
+    raises ``ValueError`` in one line, so the choice fails before any model or weights load."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device != "auto":
+    if device == "cpu":
         return device
+    import warnings
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    with warnings.catch_warnings():  # a CUDA build without a driver warns; our message says it
+        warnings.simplefilter("ignore")
+        available = bool(torch.cuda.is_available())
+    if device == "cuda" and not available:
+        build = "a CPU-only build" if torch.version.cuda is None else "it finds no usable GPU"
+        raise ValueError(
+            f"device cuda: CUDA is not available (torch {torch.__version__}: {build}); "
+            "use --device cpu or --device auto"
+        )
+    return "cuda" if available else "cpu"

@@ -303,11 +303,18 @@ class Layers:
         alpha, colour = self._alpha_and_colour(layers)
         return to_rgba(colour, alpha)
 
-    def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
+    def composite(self, keep: KeepMode | str | None = None, background=None) -> np.ndarray:
         """``H×W×4 uint8`` RGBA of the layers that are on, or with ``keep`` of those that mode
         keeps; either way a layer switched off with ``set_enabled`` stays off (``kept_layers``).
-        The current mode and switches are not changed."""
-        return self._compose(self.kept_layers(keep))
+        With a ``background`` (a colour, an image or ``"blur"``: ``pipeline.background``) the
+        layers laid over it, ``H×W×3 uint8`` RGB without alpha. The current mode and switches
+        are not changed."""
+        alpha, colour = self._alpha_and_colour(self.kept_layers(keep))
+        if background is None:
+            return to_rgba(colour, alpha)
+        from pipeline.background import over
+
+        return over(colour, alpha, background, self.image)
 
     def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
         """``H×W float32`` alpha in [0, 1] of the layers ``composite(keep)`` shows (a layer

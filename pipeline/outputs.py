@@ -78,6 +78,8 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "webp", "WebP", "WEBP", ".webp", "image/webp", "RGBA", _webp_options, WEBP_MAX_SIDE_PX
         ),
+        # the alpha alone as a grey 8-bit PNG (``layercut --mask``, the server's ``mask=true``)
+        OutputFormat("mask", "PNG mask", "PNG", ".png", "image/png", "L", _png_options),
     )
 }
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)

@@ -1,8 +1,8 @@
 """Weights store: manifest, lookup and verified download (the command: ``pipeline.weights_cli``).
 
-Pretrained weights are never committed. ``models/weights.json`` lists each file's official URL,
-the hash the upstream publishes (sha256, md5 or a sha256 prefix) or ``null``, its size when
-known, licence and pipeline stage. ``resolve(name_or_path)`` returns a local file:
+Pretrained weights are never committed. ``pipeline/models/weights.json`` lists each file's
+official URL, the hash the upstream publishes (sha256, md5 or a sha256 prefix) or ``null``, its
+size when known, licence and pipeline stage. ``resolve(name_or_path)`` returns a local file:
 
 1. a string that names an existing file, contains a path separator or ends in a weights suffix
    (.pt .pth .onnx .safetensors) is a local path, used as given;
@@ -33,13 +33,16 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, fields
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from pipeline import download as dl
 from pipeline import weights_check
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "models" / "weights.json"
+# shipped inside the package (pyproject's package-data): a wheel install reads this same file
+MANIFEST_PATH = files("pipeline") / "models" / "weights.json"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".onnx", ".safetensors")
 STAGES = ("detect", "segment", "saliency")
 # the config key that takes a local file instead of a manifest name, per stage
@@ -112,15 +115,17 @@ def _parse_entry(entry: Any, where: str) -> WeightSpec:
     )
 
 
-def load_manifest(path: Path | None = None) -> dict[str, WeightSpec]:
-    """Entries by name from ``path``, else ``$LAYERCUT_MANIFEST``, else models/weights.json.
+def load_manifest(path: str | Path | Traversable | None = None) -> dict[str, WeightSpec]:
+    """Entries by name from ``path``, else ``$LAYERCUT_MANIFEST``, else ``MANIFEST_PATH``
+    (``pipeline/models/weights.json`` of the installed package).
 
     Raises WeightsError naming the file and the entry when it is unreadable or malformed.
     """
     if path is None:
-        path = Path(os.environ.get("LAYERCUT_MANIFEST") or MANIFEST_PATH)
+        path = os.environ.get("LAYERCUT_MANIFEST") or MANIFEST_PATH
+    path = Path(path) if isinstance(path, str) else path
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"cannot read weights manifest {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("version") != 1 or "weights" not in data:

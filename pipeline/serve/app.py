@@ -50,6 +50,9 @@ format is decoded.
 
 **Output** by query:
 - default: the composite of the kept subjects, RGBA `image/png` (`format=webp`: `image/webp`);
+- `background=<colour>|blur` (`white`, `#00ff00`, `rgb(0,255,0)`, or `blur`: the photo
+  blurred): the kept subjects laid over it, without alpha (RGB `image/png` or `image/webp`);
+- `mask=true` (or `format=mask`): the alpha alone as a grey 8-bit PNG (mode L);
 - `debug=true` without `layers`: the debug view instead (every instance outlined, numbered and
   coloured by role), `image/png`;
 - `layers=true`: `application/zip` with one full-size RGBA file per ranked layer
@@ -135,6 +138,7 @@ class Job:
     fmt: str
     layers: bool
     debug: bool
+    background: Any = None  # pipeline.background.parse_background's colour or "blur"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +187,7 @@ class ServeState:
             body = encode(layers.debug_view(), "png", **options)
             media_type = get_format("png").media_type
         else:
-            body = encode(layers.composite(), job.fmt, **options)
+            body = encode(layers.composite(background=job.background), job.fmt, **options)
             media_type = get_format(job.fmt).media_type
         headers = {
             "X-Layercut-Keep": layers.keep.value,
@@ -281,7 +285,12 @@ def create_app(
         fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat["png"],
         layers: Annotated[bool, Query(description="ZIP of ranked layers + layers.json")] = False,
         debug: Annotated[bool, Query(description="debug view, or debug.png in ZIP/JSON")] = False,
+        background: Annotated[
+            str | None, Query(description="a colour ('white', '#00ff00') or blur; no alpha")
+        ] = None,
+        mask: Annotated[bool, Query(description="the alpha as a grey PNG (format=mask)")] = False,
     ) -> Response:
+        fmt_name, back = _image_options(fmt.value, background, mask, layers or debug)
         try:  # the whole body first: a slow upload must not hold an inference slot
             data = await read_upload(request, limits)
         except ClientGone as exc:
@@ -297,7 +306,7 @@ def create_app(
             )
         handed_to_worker = False
         try:
-            job = Job(data, keep, fmt.value, layers, debug)
+            job = Job(data, keep, fmt_name, layers, debug, back)
             future = state.executor.submit(state.process, job)
             # the slot is freed when the work ends (also when cancelled before it started)
             future.add_done_callback(lambda _: state.gate.leave())
@@ -322,6 +331,26 @@ def create_app(
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     return app
+
+
+def _image_options(fmt: str, background: str | None, mask: bool, other: bool) -> tuple[str, Any]:
+    """(format, parsed background) of the ``format``, ``background`` and ``mask`` queries; 422
+    when they contradict each other or the background is not a colour or ``blur``."""
+    from pipeline.background import parse_background
+
+    if mask:
+        if fmt not in ("png", "mask"):
+            raise ApiError(422, "invalid parameter", f"mask=true writes a PNG mask, not {fmt}")
+        fmt = "mask"
+    if background is None:
+        return fmt, None
+    if fmt in ("mask", "json") or other:
+        what = "a mask" if fmt == "mask" else "the layers, JSON or debug view"
+        raise ApiError(422, "invalid parameter", f"background does not apply to {what}")
+    try:  # never a path: a client names no file on the server
+        return fmt, parse_background(background, files=False)
+    except ValueError as exc:
+        raise ApiError(422, "invalid parameter", f"background: {exc}") from None
 
 
 def _timeout(limits: ServeLimits) -> ApiError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,10 @@ class LinearRanker:
             raise ValueError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> LinearRanker:
-        """Load a JSON file; a missing, unreadable or invalid file raises ``ValueError``."""
-        path = Path(path)
+    def from_json(cls, path: str | Path | Traversable) -> LinearRanker:
+        """Load a JSON file (a path, or a file of the installed package: ``MODELS_DIR / name``);
+        a missing, unreadable or invalid file raises ``ValueError``."""
+        path = Path(path) if isinstance(path, str) else path
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -224,9 +226,10 @@ PRIOR = LinearRanker(
 
 
 def build_ranker(config: RankConfig) -> Ranker:
-    """``"prior"`` → ``PRIOR``; otherwise a JSON path, or the name of a file in ``models/``.
+    """``"prior"`` → ``PRIOR``; otherwise a JSON path, or the name of a file in
+    ``pipeline/models/`` (``MODELS_DIR``, shipped in the package).
 
-    A bare name is looked up as ``models/<name>`` then ``models/<name>.json``
+    A bare name is looked up as ``MODELS_DIR/<name>`` then ``MODELS_DIR/<name>.json``
     (``pipeline.config.ranker_path``). A file that does not exist or is invalid raises
     ``ValueError`` naming it.
     """
@@ -237,6 +240,6 @@ def build_ranker(config: RankConfig) -> Ranker:
     if path is None:  # RankConfig checked it; the file went away since
         raise ValueError(
             f"ranker file not found: {model!r} (looked for it and in {MODELS_DIR}); "
-            "set rank.model to 'prior', a JSON path or a file name in models/"
+            "set rank.model to 'prior', a JSON path or a file name in pipeline/models/"
         )
     return LinearRanker.from_json(path)
