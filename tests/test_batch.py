@@ -26,6 +26,7 @@ from pipeline.batch import (
     run_local,
 )
 from pipeline.fakes import FakeRemover
+from pipeline.imageio import DECODED_TITLES
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ def test_bad_usage_is_one_plan_error(tree, monkeypatch, inputs, output, options,
 
 def test_output_file_stdout_and_stdin_jobs(tree):
     plan = plan_batch([str(tree / "a" / "x.jpg")], str(tree / "o" / "one.png"), OutputOptions())
-    assert plan.out_dir == tree / "o" and plan.out_dir.is_dir()
+    assert plan.out_dir == tree / "o" and not plan.out_dir.exists()  # made by the first write
     assert plan.jobs == (Job(tree / "a" / "x.jpg", PurePosixPath("one.png")),)
     assert plan_batch(["-"], "-", OutputOptions()).jobs == (Job(None, None),)
     stdin_plan = plan_batch(["-"], str(tree / "o"), OutputOptions(fmt="webp"))
@@ -176,7 +177,8 @@ def test_run_job_writes_every_file_and_reports_a_bad_input_in_one_line(tmp_path)
     plan = plan_batch([str(tmp_path / "in")], str(tmp_path / "out"), options)
     results = [run_job(FakeRemover(), job, plan.out_dir, options) for job in plan.jobs]
     assert [r.ok for r in results] == [False, True]
-    assert results[0].error == f"{bad}: not an image (cannot identify image file)"
+    unknown = f"not an image in a supported format (unrecognised data; decoded: {DECODED_TITLES})"
+    assert results[0].error == f"{bad}: {unknown}"
     assert "\n" not in results[0].error and results[0].seconds >= 0
     written = {p.relative_to(tmp_path / "out").as_posix() for p in results[1].written}
     assert {"good.png", "good.debug.png", "good/layers.json", "good/composite.png"} <= written

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.imageio import DECODED_TITLES
 
 REPO = Path(__file__).resolve().parents[1]
 # A random YOLO finds nothing at ordinary thresholds: take its top few proposals instead.
@@ -123,7 +124,8 @@ def test_stdin_to_stdout_is_the_same_cut_out(env, photo, tmp_path):
         np.testing.assert_array_equal(np.asarray(image), pixels(tmp_path / "file.png"))
     bad = subprocess_cli(["-", "-q", *RANDOM_DETECTOR], env, b"not an image")  # -o defaults to -
     assert bad.returncode == 1 and bad.stdout == b""
-    assert bad.stderr.decode().strip() == "<stdin>: not an image (cannot identify image file)"
+    unknown = f"not an image in a supported format (unrecognised data; decoded: {DECODED_TITLES})"
+    assert bad.stderr.decode().strip() == f"<stdin>: {unknown}"
 
 
 def test_folder_tree_skip_existing_and_no_self_reading(env, photo, tmp_path, capsys):

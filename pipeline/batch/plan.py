@@ -157,16 +157,21 @@ def plan_batch(
 
 
 def _check_out_dir(out_dir: Path, output: str) -> None:
-    """Create ``out_dir``; ``PlanError`` naming ``-o`` when that is impossible."""
+    """``PlanError`` naming ``-o`` when ``out_dir`` cannot be a writable folder. Nothing is
+    created here: a run that fails before its first photo (a model that does not load) leaves
+    no empty folder behind; the jobs create it when they write."""
     if out_dir.exists() and not out_dir.is_dir():
         raise PlanError(f"-o {output}: {out_dir} exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise PlanError(f"-o {output}: cannot create the folder {out_dir} ({reason})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise PlanError(f"-o {output}: the folder {out_dir} is not writable")
+    existing = out_dir
+    while not existing.exists():  # the nearest folder that exists decides
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise PlanError(f"-o {output}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PlanError(f"-o {output}: cannot create the folder {out_dir} ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the folder" if existing == out_dir else "its parent"
+        raise PlanError(f"-o {output}: {where} {existing} is not writable")
 
 
 def _complete(job: Job, out_dir: Path, options: OutputOptions) -> bool:
