@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, load_config, resolve_device
+from pipeline.explain import ranker_contributions
 from pipeline.layers import Layers, rank_instances
 from pipeline.protocols import (
     Detector,
@@ -33,16 +34,18 @@ from pipeline.protocols import (
     Segmenter,
     Selector,
 )
+from pipeline.stages.dedupe import merge_duplicates
 from pipeline.types import Instance, KeepMode, check_image, check_saliency
 
 # ``around_stage(name)`` returns a context manager entered around one stage (tools/benchmark.py
 # meters time and memory with it)
 AroundStage = Callable[[str], AbstractContextManager[Any]]
 # the stages ``Remover.run`` times, in the order they run (``timings_s`` keys, with ``total``);
-# detect and segment only without given proposals, saliency only with a map, salient_masks
-# only with both, fusion only with ``select.method = "learned"``
+# detect, segment and dedupe only without given proposals, saliency only with a map,
+# salient_masks only with both, fusion only with ``select.method = "learned"``
 STAGES = (
-    "detect", "segment", "saliency", "salient_masks", "features", "rank", "fusion", "select",
+    "detect", "segment", "dedupe", "saliency", "salient_masks", "features", "rank", "fusion",
+    "select",
     "refine",
 )  # fmt: skip
 
@@ -214,6 +217,8 @@ class Remover:
                 segmenter = self.segmenter
                 if segmenter is not None and instances:
                     instances = segmenter.segment(image, instances)
+            with stage("dedupe"):  # one object found twice would read as an ambiguous choice
+                instances = merge_duplicates(instances, self.config.dedupe)
         else:
             instances = list(proposals)
         saliency_map = None
@@ -230,6 +235,7 @@ class Remover:
             instances = [
                 inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
             ]
+            contributions = ranker_contributions(self.ranker, instances)  # for the debug view
         candidates = None
         fusion = self.fusion
         if fusion is not None:
@@ -265,6 +271,7 @@ class Remover:
             saliency=saliency_map,
             selection=selection,
             mattes=mattes,
+            contributions=contributions,
             candidates=candidates,
         )
 

@@ -1,17 +1,18 @@
 """Command line: ``layercut INPUT... -o OUT`` and the ``weights``, ``eval``, ``serve`` commands.
 
-Exit status: 0 all inputs succeeded, 1 some failed (one line per failure on stderr naming the
-file and the reason), 2 bad usage (unknown option, bad config key, no input).
+The batch itself (inputs → jobs, one job, the local loop) is ``pipeline.batch``; this module
+parses, checks everything it can before any model loads, and maps errors to exit statuses.
+
+Exit status: 0 all inputs succeeded (or were skipped), 1 some failed (one line per failure on
+stderr naming the file and the reason), 2 bad usage (unknown option, bad config value, no input,
+an unusable ``-o``, ``--device cuda`` without CUDA), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from pipeline.cli_args import ArgumentParser, add_config_arguments
 from pipeline.outputs import FORMAT_NAMES
@@ -31,14 +32,41 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: layercut weights {list,fetch NAME} | layercut eval ... | "
         "layercut serve ...",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, folders (searched recursively) or globs; - reads one image from standard "
+        "input",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="a folder: the input tree is kept below it (in/a/x.jpg given as in -> OUT/a/x.png); "
+        "a file when OUT ends in the output format's extension (.png, .webp) and there is one "
+        "input; - writes to standard output (the default when INPUT is -)",
+    )
     parser.add_argument(
         "--keep",
         choices=[m.value for m in KeepMode],
         default=None,
         help="main: main subjects + what they interact with (default); all: every portable "
         "instance; interacting: people and the objects they interact with",
+    )
+    parser.add_argument(
+        "--mask", action="store_true", help="write the alpha as a grey 8-bit PNG (mode L)"
+    )
+    parser.add_argument(
+        "--background",
+        metavar="COLOR|IMAGE|blur",
+        help="lay the kept subjects over a colour ('#00ff00', white), an image file (scaled to "
+        "cover) or a blurred copy of the photo; the output has no alpha",
+    )
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip inputs whose output exists already (resume a batch)",
     )
     parser.add_argument("--layers", action="store_true", help="write OUT/<name>/ ranked layers")
     parser.add_argument("--debug", action="store_true", help="write OUT/<name>.debug.png")
@@ -63,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"layercut: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: files are written atomically, so none is left half done
         print("layercut: interrupted", file=sys.stderr)
         return 130
 
@@ -83,95 +111,83 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from pipeline.api import Remover
-    from pipeline.batch import discover_inputs, output_names
+    from pipeline.batch import STDIO, PlanError, plan_batch
     from pipeline.config import load_config
-    from pipeline.imageio import ImageError
-    from pipeline.weights import WeightsError
 
-    files, missing = discover_inputs(args.inputs)
-    if not files and missing:
-        raise UsageError("; ".join(missing))
+    output = args.output or (STDIO if args.inputs == [STDIO] else None)
+    if output is None:
+        raise UsageError("-o OUT is required: a folder, a file for one input, or - (stdout)")
+    if args.inputs == [STDIO] and sys.stdin.isatty():
+        raise UsageError("INPUT - reads an image from standard input, which is a terminal")
+    if output == STDIO and sys.stdout.isatty():
+        raise UsageError("-o - writes an image to standard output, which is a terminal")
     overrides = list(args.overrides)
-    if args.format:
-        overrides.append(f"output.format={args.format}")
+    fmt = _output_format(args, output)
+    if fmt:
+        overrides.append(f"output.format={fmt}")
     if args.keep:
         overrides.append(f"select.keep={args.keep}")
-    try:
+    try:  # checks every value and the device (CUDA present) before any model loads
         config = load_config(args.config, overrides, args.device)
-    except ValueError as exc:
+        options = _output_options(args, config)
+        plan = plan_batch(args.inputs, output, options, args.skip_existing)
+    except (ValueError, PlanError) as exc:
         raise UsageError(str(exc)) from None
-    out_dir = Path(args.output)
-    failures: list[str] = list(missing)
-    for line in missing:
-        print(line, file=sys.stderr)
+    if not plan.jobs and plan.missing:
+        raise UsageError("; ".join(plan.missing))
+    if not plan.jobs:
+        if not args.quiet:
+            print(
+                f"layercut: nothing to do, skipped {len(plan.skipped)} (done before)",
+                file=sys.stderr,
+            )
+        return 0
+    return _run(config, plan, options, args)
+
+
+def _output_format(args: argparse.Namespace, output: str) -> str | None:
+    """The output format asked for: ``--mask``, ``--format``, else ``-o FILE``'s extension;
+    None leaves it to the config."""
+    from pipeline.batch import format_for_output
+
+    if args.mask:
+        if args.format not in (None, "mask"):
+            raise UsageError(f"--mask writes a grey PNG; it cannot be --format {args.format}")
+        return "mask"
+    return args.format or format_for_output(output)
+
+
+def _output_options(args: argparse.Namespace, config):
+    from pipeline.background import parse_background
+    from pipeline.batch import OutputOptions
+
+    out = config.output
+    background = None
+    if args.background is not None:  # read once here: a bad spec stops before any model loads
+        background = parse_background(args.background, config.runtime.max_image_px)
+    return OutputOptions(
+        fmt=out.format,
+        png_compress_level=out.png_compress_level,
+        webp_quality=out.webp_quality,
+        background=background,
+        layers=args.layers,
+        debug=args.debug,
+        max_image_px=config.runtime.max_image_px,
+    )
+
+
+def _run(config, plan, options, args: argparse.Namespace) -> int:
+    from pipeline.api import Remover
+    from pipeline.batch import run_local
+    from pipeline.weights import WeightsError
+
     remover = Remover(config)
     try:
         remover.warm_up()
     except (WeightsError, ValueError, OSError) as exc:
         print(f"layercut: {exc}", file=sys.stderr)
         return 1
-
-    start = time.perf_counter()
-    done = 0
-    progress = None
-    if len(files) > 1 and not args.quiet:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True)
-    names = output_names(files, out_dir, config.output.format)
-    for file in files:
-        try:
-            fallback = _process(remover, file, names[file], out_dir, args, files)
-            done += 1
-            if fallback:  # never silently: the result holds a candidate the policy dropped
-                _fail(f"layercut: warning: {file}: {fallback}", progress)
-        except ImageError as exc:
-            failures.append(_fail(str(exc), progress))
-        except Exception as exc:  # one bad file must never stop the batch
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            failures.append(_fail(f"{file}: {type(exc).__name__}: {reason}", progress))
-            if args.traceback:
-                traceback.print_exc()
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
-    seconds = time.perf_counter() - start
-    if not args.quiet:
-        print(f"layercut: done {done}, failed {len(failures)}, {seconds:.1f} s", file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _fail(line: str, progress) -> str:
-    if progress is not None:
-        progress.write(line, file=sys.stderr)
-    else:
-        print(line, file=sys.stderr)
-    return line
-
-
-def _process(remover, file: Path, stem: str, out_dir: Path, args, inputs: Sequence[Path]) -> str:
-    """Write one input's outputs; returns ``Layers.fallback`` ("" unless the keep policy would
-    have kept nothing and the best candidate was kept instead)."""
-    from pipeline.batch import write_outputs
-    from pipeline.imageio import load_image
-
-    cfg = remover.config
-    loaded = load_image(file, cfg.runtime.max_image_px)
-    layers = remover.run(loaded.rgb, input_alpha=loaded.alpha, source=str(file))
-    write_outputs(
-        layers,
-        out_dir,
-        stem,
-        fmt=cfg.output.format,
-        png_compress_level=cfg.output.png_compress_level,
-        webp_quality=cfg.output.webp_quality,
-        with_layers=args.layers,
-        with_debug=args.debug,
-        protect=inputs,
-    )
-    return layers.fallback
+    return run_local(remover, plan, options, quiet=args.quiet, show_traceback=args.traceback)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Every value is checked when its section is built (``Config(...)``, ``with_overri
 ``load_config``): a choice key is typed ``Literal[...]`` (its choices are declared here once and
 the stages read their name tables from them), a number key carries its range (``num``,
 ``pipeline.config_fields``). A bad value raises one ``ValueError`` line naming the key and what
-is allowed, e.g. ``config output.format must be one of png, webp; got 'gif'``, before any model
-loads.
+is allowed, e.g. ``config output.format must be one of png, webp, mask; got 'gif'``, before any
+model loads.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,9 +28,12 @@ import tomllib
 
 from pipeline.config_fields import SHARE, Section, coerce, num
 from pipeline.outputs import FORMAT_NAMES
+from pipeline.resources import default_max_image_px
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# Data the product reads at run time ships inside the package (pyproject's package-data), so a
+# wheel install reads the same files as a checkout: the presets and the ranker JSON files.
+CONFIGS_DIR = files("pipeline") / "configs"
+MODELS_DIR = files("pipeline") / "models"
 
 # The choices of each choice key, declared once; the stages take their name tables from these.
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
@@ -73,6 +78,19 @@ class SegmentConfig(Section):
 
 
 @dataclass(frozen=True)
+class DedupeConfig(Section):
+    """Duplicate detections of one object merged before ranking (``pipeline.stages.dedupe``).
+    Shares of mask pixels, in [0, 1]."""
+
+    section: ClassVar[str] = "dedupe"
+    enabled: bool = True
+    min_mask_iou: float = num(0.7, *SHARE)  # same label: mask intersection / union
+    # same label: share of the smaller mask inside the larger (a part found on its own)
+    min_contained_share: float = num(0.9, *SHARE)
+    min_mask_iou_any_label: float = num(0.9, *SHARE)  # two labels on the same pixels
+
+
+@dataclass(frozen=True)
 class SaliencyConfig(Section):
     """Optional salient-object map (ISNet) used as ranking cue and mask refiner."""
 
@@ -93,7 +111,7 @@ class RankConfig(Section):
     """Instance ranking."""
 
     section: ClassVar[str] = "rank"
-    model: str = "ranker"  # prior | a ranker JSON path | a name of a file in models/ (ranker.json)
+    model: str = "ranker"  # prior | a ranker JSON path | a file name in pipeline/models/
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,9 +122,10 @@ class RankConfig(Section):
             )
 
 
-def ranker_path(model: str) -> Path | None:
-    """The ranker JSON ``rank.model`` names: a path, or ``models/<name>`` then
-    ``models/<name>.json``; None when there is no such file (or ``model`` is blank)."""
+def ranker_path(model: str) -> Path | Traversable | None:
+    """The ranker JSON ``rank.model`` names: a path, or ``MODELS_DIR/<name>`` then
+    ``MODELS_DIR/<name>.json`` (``pipeline/models/``); None when there is no such file (or
+    ``model`` is blank)."""
     model = model.strip()
     if not model:
         return None
@@ -128,7 +147,7 @@ class SelectConfig(Section):
     section: ClassVar[str] = "select"
     keep: KeepName = "main"
     method: SelectMethod = "learned"
-    # the learned keep decision (method learned): a JSON path or a file name in models/
+    # the learned keep decision (method learned): a JSON path or a file name in pipeline/models/
     model: str = "keep"
     main_rel_score: float = num(0.75, 0)  # co-main subjects score at least this × the top score
     # with a salient map, co-subjects are at least this share as salient inside as the top one
@@ -189,13 +208,16 @@ class RuntimeConfig(Section):
     section: ClassVar[str] = "runtime"
     device: DeviceName = "auto"
     threads: int = num(0, 0)  # torch CPU threads; 0 = all cores
-    max_image_px: int = num(150_000_000, 1)  # larger images are refused (decompression bombs)
+    # larger images are refused before decoding; the default follows this machine's memory
+    # (pipeline.resources: what the default accepts, it finishes; at most 150 MP)
+    max_image_px: int = num(default_max_image_px(), 1)
 
 
 @dataclass(frozen=True)
 class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
     rank: RankConfig = field(default_factory=RankConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
@@ -254,8 +276,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
-def preset_path(name: str) -> Path:
-    """Path of a preset in ``configs/`` by name (``cpu``, ``quality`` …) or the name as a path."""
+def preset_path(name: str) -> Path | Traversable:
+    """A preset in ``CONFIGS_DIR`` (``pipeline/configs/``) by name (``cpu``, ``quality`` …), or
+    the name as a path when it ends in ``.toml`` or exists."""
     candidate = Path(name)
     if candidate.suffix == ".toml" or candidate.exists():
         return candidate
@@ -270,6 +293,7 @@ def load_config(
     """Build a Config: dataclass defaults ← preset/TOML file ← ``--set`` overrides ← ``device``.
 
     Without ``path`` the preset follows the device: ``quality`` on CUDA, ``cpu`` otherwise.
+    ``ValueError`` (one line) for a bad value, and for ``cuda`` where torch sees no GPU.
     """
     resolved_device = resolve_device(device or "auto")
     if path is None:
@@ -290,15 +314,29 @@ def load_config(
     config = config.with_overrides(table)
     if device is not None:
         config = config.with_overrides({"runtime": {"device": device}})
+    if config.runtime.device == "cuda":  # also when a file or --set asks for it
+        resolve_device("cuda")
     return config
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; others are validated."""
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` where torch sees none
+    raises ``ValueError`` in one line, so the choice fails before any model or weights load."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device != "auto":
+    if device == "cpu":
         return device
+    import warnings
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    with warnings.catch_warnings():  # a CUDA build without a driver warns; our message says it
+        warnings.simplefilter("ignore")
+        available = bool(torch.cuda.is_available())
+    if device == "cuda" and not available:
+        build = "a CPU-only build" if torch.version.cuda is None else "it finds no usable GPU"
+        raise ValueError(
+            f"device cuda: CUDA is not available (torch {torch.__version__}: {build}); "
+            "use --device cpu or --device auto"
+        )
+    return "cuda" if available else "cpu"

@@ -52,7 +52,7 @@ SHARE = (0.0, 1.0)  # a share, a probability or a [0, 1] map value
 class Section:
     """Base of the config sections: validates every field when a section is built (by
     ``Config(...)``, ``dataclasses.replace`` and so ``load_config``), in one line naming the key
-    (``config output.format must be one of png, webp; got 'gif'``)."""
+    (``config output.format must be one of png, webp, mask; got 'gif'``)."""
 
     section: ClassVar[str] = ""
 

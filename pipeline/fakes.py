@@ -39,6 +39,7 @@ class FakeSelection:
     decisions: tuple[Decision, ...]
     ambiguity: float
     alternatives: tuple[tuple[int, ...], ...]
+    fallback: str = ""
 
 
 def fake_masks(h: int, w: int) -> dict[str, np.ndarray]:
@@ -64,7 +65,8 @@ def fake_instances(h: int, w: int) -> list[Instance]:
 
 
 def fake_select(instances: Sequence[Instance], mode: KeepMode) -> FakeSelection:
-    """Roles from ``FAKE_ROLES``; under ``main`` an ambiguity of 0.6 with two alternatives."""
+    """Roles from ``FAKE_ROLES``; under ``main`` an ambiguity of 0.6 with two alternatives
+    (ids 0 + 1 and 2: those of the four ``fake_instances``; only those present are offered)."""
     decisions = tuple(
         Decision(
             FAKE_ROLES.get(inst.label, {}).get(mode.value, Role.KEPT),
@@ -73,22 +75,29 @@ def fake_select(instances: Sequence[Instance], mode: KeepMode) -> FakeSelection:
         for inst in instances
     )
     if mode is KeepMode.MAIN:
-        return FakeSelection(decisions, 0.6, ((0, 1), (2,)))
+        present = {inst.id for inst in instances}
+        offers = tuple(alt for alt in ((0, 1), (2,)) if present.issuperset(alt))
+        return FakeSelection(decisions, 0.6, offers)
     return FakeSelection(decisions, 0.1, ())
 
 
-def fake_refine(image: np.ndarray, inst: Instance, erode_px: int = 0) -> Matte:
+def fake_refine(image: np.ndarray, inst: Instance, erode_px: int = 0, halo_px: int = 0) -> Matte:
     """The mask (shrunk by ``erode_px``, a deliberately worse matting) as alpha on the mask's
-    extent, the photo's colours as foreground."""
+    extent, the photo's colours as foreground; with ``halo_px`` a ring that wide around it at
+    alpha 0.5, the soft edge a matting gives (it reaches into a touching neighbour)."""
     mask = inst.mask
     for _ in range(erode_px):
         mask = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0)
         mask = mask & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
-    ys, xs = np.nonzero(mask)
+    grown = mask
+    for _ in range(halo_px):
+        grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0)
+        grown = grown | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
+    ys, xs = np.nonzero(grown)
     if ys.size == 0:
         return Matte(np.zeros((0, 0), np.float32), np.zeros((0, 0, 3), np.uint8), 0, 0)
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    alpha = mask[y0:y1, x0:x1].astype(np.float32)
+    alpha = np.where(mask, 1.0, np.where(grown, 0.5, 0.0))[y0:y1, x0:x1].astype(np.float32)
     return Matte(alpha, np.ascontiguousarray(image[y0:y1, x0:x1]), x0, y0)
 
 
@@ -100,6 +109,7 @@ class FakeRemover:
         keep_labels: with proposals, keep (role ``main``) exactly the instances with these
             labels in every keep mode; None: roles from ``FAKE_ROLES``.
         erode_px: shrink every matte by this many pixels (a worse "matting" to compare against).
+        halo_px: a soft ring this wide around every matte (``fake_refine``).
         fail_on_shape: ``run`` raises ``RuntimeError`` for images of this ``(H, W)``.
         release: when given, ``run`` waits for it (to hold a server worker busy); ``started``
             is set when a run begins.
@@ -112,12 +122,14 @@ class FakeRemover:
         *,
         keep_labels: Collection[str] | None = None,
         erode_px: int = 0,
+        halo_px: int = 0,
         fail_on_shape: tuple[int, int] | None = None,
         release: threading.Event | None = None,
     ):
         self.config = Config()
         self.keep_labels = None if keep_labels is None else frozenset(keep_labels)
         self.erode_px = erode_px
+        self.halo_px = halo_px
         self.fail_on_shape = fail_on_shape
         self.release = release
         self.started = threading.Event()
@@ -158,7 +170,7 @@ class FakeRemover:
         return FakeSelection(decisions, 0.0, ())
 
     def _refine(self, image: np.ndarray, inst: Instance) -> Matte:
-        return fake_refine(image, inst, self.erode_px)
+        return fake_refine(image, inst, self.erode_px, self.halo_px)
 
 
 def fake_app():

@@ -2,10 +2,13 @@
 (+ optional ``H×W float32`` alpha). Outputs are written by ``pipeline.outputs``; batch inputs
 are found by ``pipeline.batch``.
 
-Every decoding failure is an ``ImageError`` (a ``ValueError``) whose ``str()`` is one line naming
-the file and the reason, e.g. ``"x.jpg: truncated or corrupt image data"``. Pillow's global
-settings (``MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) are never changed: the size
-limit is our own check on the header, done before any pixel is decoded.
+Only the formats of ``DECODED_FORMATS`` are decoded (Pillow's ``formats=`` allow-list), so an
+EPS never reaches Ghostscript and no other Pillow plugin (TGA, SGI, PCX, DDS, ICO, JPEG 2000 …)
+parses untrusted bytes. Every decoding failure is an ``ImageError`` (a ``ValueError``) whose
+``str()`` is one line naming the file and the reason, e.g. ``"x.jpg: truncated or corrupt image
+data"`` or ``"x.eps: not a supported image format (EPS; decoded: JPEG, PNG, …)"``. Pillow's
+global settings (``MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) are never changed:
+the size limit is our own check on the header, done before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -22,8 +25,40 @@ from PIL import Image, ImageOps
 
 # the file extensions a folder or glob input is searched for (an explicit file is read whatever
 # its extension: the decoder, not the name, decides what it is)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+)
+# Pillow format names that are decoded; every other plugin is never asked. MPO is JPEG: phone and
+# 3D cameras add a second picture (depth map, HDR gain map, other eye) to a JPEG with the
+# Multi-Picture extension, and Pillow's JPEG opener reports such a file as "MPO".
+DECODED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+_PILLOW_OPENERS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")  # MPO is opened by JPEG's
+DECODED_TITLES = "JPEG, PNG, WebP, TIFF, BMP, GIF"
 _PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
+# Leading bytes → format name, only to say what a refused or broken file is (never decoded).
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%!PS", "EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"%PDF", "PDF"),
+    (b"DDS ", "DDS"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\x01\xda", "SGI"),
+    (b"8BPS", "PSD"),
+    (b"icns", "ICNS"),
+    (b"qoif", "QOI"),
+    (b"v/1\x01", "OpenEXR"),
+    (b"\x0a\x05\x01", "PCX"),
+)
 
 
 class ImageError(ValueError):
@@ -76,7 +111,7 @@ def load_image(path: str | Path, max_image_px: int = 150_000_000) -> LoadedImage
         with warnings.catch_warnings():
             # Our own limit below decides; Pillow's warning (> 89 MP) must not leak or refuse.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _pillow_open(path) as img:
+            with open_allowed(path, path) as img:
                 _check_pixels(path, img.size, max_image_px)
                 img.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame
                 img.load()
@@ -87,9 +122,7 @@ def load_image(path: str | Path, max_image_px: int = 150_000_000) -> LoadedImage
         match = _PILLOW_PIXELS.search(str(exc))
         pixels = match.group(1) if match else "?"
         limit = min(max_image_px, 2 * (Image.MAX_IMAGE_PIXELS or 0)) or max_image_px
-        raise ImageError(path, f"too large ({pixels} px > limit {limit})") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(path, "not an image (cannot identify image file)") from None
+        raise ImageError(path, _too_large(pixels, limit)) from None
     except PermissionError as exc:
         raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
     except MemoryError:
@@ -103,13 +136,80 @@ def load_image(path: str | Path, max_image_px: int = 150_000_000) -> LoadedImage
     return LoadedImage(rgb, alpha, path, mode)
 
 
-def _pillow_open(path: Path) -> Image.Image:
+def sniff_format(head: bytes) -> str | None:
+    """The format the first bytes of a file announce (``"PNG"``, ``"EPS"``, ``"HEIF"`` …), or
+    None. Only names things for messages: nothing is decoded."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "AVIF" if brand in (b"avif", b"avis") else "HEIF"
+    if head.endswith(b"TRUEVISION-XFILE.\x00"):  # the TGA 2.0 footer, when the file has one
+        return "TGA"
+    if re.match(rb"P[1-7]\s", head):
+        return "PNM"
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
+
+
+def unidentified_reason(head: bytes) -> tuple[str, bool]:
+    """``(reason, corrupt)`` for bytes that no allowed decoder accepted.
+
+    ``corrupt`` is True when they announce a decoded format (a PNG whose header fails its CRC, a
+    JPEG cut short): the file is broken, not of an unsupported kind.
+    """
+    fmt = sniff_format(head)
+    if fmt in DECODED_FORMATS:
+        return f"corrupt {fmt} data (its header cannot be parsed)", True
+    if fmt is not None:
+        return f"not a supported image format ({fmt}; decoded: {DECODED_TITLES})", False
+    return (
+        f"not an image in a supported format (unrecognised data; decoded: {DECODED_TITLES})",
+        False,
+    )
+
+
+def open_allowed(fp, name: str | os.PathLike) -> Image.Image:
+    """``Image.open`` restricted to ``DECODED_FORMATS`` (Pillow's own opener, see
+    ``_pillow_open``). Raises ``ImageError`` naming ``name`` when no allowed decoder accepts the
+    bytes (``unidentified_reason`` says why); Pillow's other errors propagate."""
+    try:
+        img = _pillow_open(fp)
+    except Image.UnidentifiedImageError:
+        head = _head(fp)
+        raise ImageError(name, unidentified_reason(head)[0]) from None
+    if img.format not in DECODED_FORMATS:  # a plugin outside the list answered: never decode
+        img.close()
+        raise ImageError(name, f"not a supported image format ({img.format})")
+    return img
+
+
+def _head(fp, size: int = 64) -> bytes:
+    """The first bytes of ``fp`` (a path or a seekable binary file), for ``sniff_format``;
+    the end of a short file too, for the TGA footer."""
+    if isinstance(fp, (str, os.PathLike)):
+        with open(fp, "rb") as handle:
+            return _head(handle, size)
+    fp.seek(0)
+    head = fp.read(size)
+    fp.seek(0, os.SEEK_END)
+    if fp.tell() > size:
+        fp.seek(-26, os.SEEK_END)
+        head += fp.read(26)
+    fp.seek(0)
+    return head
+
+
+def _pillow_open(fp) -> Image.Image:
     """Pillow's own ``Image.open``, even after Ultralytics has replaced it.
 
     Importing ``ultralytics`` (which the detector does) swaps ``PIL.Image.open`` for a wrapper
     that, on any file Pillow cannot identify, runs ``check_requirements("pi-heif")`` — a pip
     install attempt — and then fails with ``ModuleNotFoundError``. A text file named ``.jpg``
-    must give "not an image", with no side effects, so we call the original it keeps.
+    must give "not an image", with no side effects, so we call the original it keeps. Only the
+    ``DECODED_FORMATS`` plugins are tried.
     """
     opener = Image.open
     if getattr(opener, "__module__", "") != Image.__name__:
@@ -117,7 +217,7 @@ def _pillow_open(path: Path) -> Image.Image:
         original = getattr(patcher, "_image_open", None)
         if getattr(original, "__module__", "") == Image.__name__:
             opener = original
-    return opener(path)
+    return opener(fp, formats=_PILLOW_OPENERS)
 
 
 def image_from_pil(img: Image.Image) -> LoadedImage:
@@ -173,11 +273,18 @@ def image_from_array(array: np.ndarray) -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(rgb), alpha, None, mode)
 
 
+def _too_large(pixels: int | str, limit: int) -> str:
+    return (
+        f"too large ({pixels} px > limit {limit}; the default limit follows this machine's "
+        "memory, --set runtime.max_image_px=N changes it)"
+    )
+
+
 def _check_pixels(path: Path, size: tuple[int, int], max_image_px: int) -> None:
     width, height = size
     pixels = int(width) * int(height)
     if pixels > max_image_px:
-        raise ImageError(path, f"too large ({pixels} px > limit {max_image_px})")
+        raise ImageError(path, _too_large(pixels, max_image_px))
     if pixels < 1:
         raise ImageError(path, f"has no pixels ({width}×{height})")
 

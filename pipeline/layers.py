@@ -16,12 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.layers_json import layer_json, strongest_features
-from pipeline.outputs import encode, get_format, write_file
-from pipeline.types import Instance, KeepMode, Matte, Role, Selection, check_image, check_saliency
+from pipeline.outputs import encode, get_format, write_folder
+from pipeline.types import (
+    Instance,
+    KeepMode,
+    Matte,
+    Role,
+    Selection,
+    check_image,
+    check_saliency,
+    ids_to_ranks,
+    resolve_refs,
+)
 
-# (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
-SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
+SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]  # decisions follow the instances
 RefineFn = Callable[[np.ndarray, Instance], Matte]
 
 
@@ -34,7 +42,10 @@ def rank_instances(instances: Sequence[Instance]) -> list[Instance]:
 class Layer:
     """One ranked instance: its rank (1 = best), role, reason and on/off switch.
 
-    ``matte`` (alpha + decontaminated colour on a crop) is computed on first access.
+    ``rank`` is how a user names the layer (file ``01-person.png``, the page, the debug view,
+    the reasons); ``instance.id`` is the detector's proposal index, kept for tracing only.
+    ``reason`` names other layers by rank (``pipeline.types.instance_ref``). ``matte`` (alpha
+    + decontaminated colour on a crop) is computed on first access.
     """
 
     def __init__(self, owner: Layers, rank: int, instance: Instance, role: Role, reason: str):
@@ -43,7 +54,18 @@ class Layer:
         self.instance = instance
         self.role = role
         self.reason = reason
-        self.enabled = role.kept
+        # the caller's switch (``Layers.set_enabled``, or ``enabled = …``); None: follow the role
+        self.switched: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the layer is on: the caller's switch when there is one, else whether the keep
+        policy keeps it (``role.kept``). Setting it is a switch (``Layers.set_enabled``)."""
+        return self.role.kept if self.switched is None else self.switched
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        self.switched = bool(on)
 
     @property
     def label(self) -> str:
@@ -70,7 +92,9 @@ class Layer:
     def crop_rgba(self) -> tuple[np.ndarray, int, int]:
         """This layer alone, cropped to its matte: ``(h×w×4 uint8 RGBA, x0, y0)``, with ``x0``,
         ``y0`` the crop's top-left corner in the photo. The input file's own transparency is
-        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel."""
+        multiplied in, as in ``rgba()``; an empty matte gives one transparent pixel. The matte
+        as refined: a client composing several crops keeps each soft edge off the masks of the
+        layers it leaves out, as ``Layers.composite`` does."""
         matte = self.matte
         h, w = matte.alpha.shape
         if h == 0 or w == 0:  # an empty mask: one transparent pixel keeps every decoder happy
@@ -107,9 +131,10 @@ class Layers:
         selection: ``select_fn(rank_instances(instances), keep)`` when the caller already has
             it; otherwise it is computed here.
         mattes: instance id → ``Matte`` already computed for some instances (the kept ones).
-        candidates: the instances as the keep decision found them, before the fusion stage
-            cut the kept ones to their kept parts (the evaluation's rules and oracles read
-            them); None when no stage reshaped them (then ``instances`` are the candidates).
+        contributions: instance id → {cue: its additive share of the score}, from a ranker
+            that gives them (``pipeline.explain.ranker_contributions``); the debug view
+            prints the largest.
+        candidates: the instances before fusion cut the kept ones (default: the layers').
     """
 
     def __init__(
@@ -126,6 +151,7 @@ class Layers:
         saliency: np.ndarray | None = None,
         selection: Selection | None = None,
         mattes: Mapping[int, Matte] | None = None,
+        contributions: Mapping[int, Mapping[str, float]] | None = None,
         candidates: Sequence[Instance] | None = None,
     ):
         self.image = check_image(image)
@@ -138,24 +164,19 @@ class Layers:
         self._select_fn = select_fn
         self._refine_fn = refine_fn
         self._mattes: dict[int, Matte] = dict(mattes or {})
-        self._candidates = None if candidates is None else tuple(candidates)
+        self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
+        self.candidates = list(ranked if candidates is None else candidates)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
+        # in [0, 1], the keep policy's doubt about the main subject (``pipeline.stages.select``)
         self.ambiguity = 1.0
+        # other main selections the policy offers, best first, each a tuple of ranks
         self.alternatives: tuple[tuple[int, ...], ...] = ()
-        # "" or why the best candidate was kept when the policy would have kept nothing
-        self.fallback = ""
         self.keep = KeepMode.parse(keep)
         if selection is None:
             self.set_keep(self.keep)
         else:
             self._apply(self.keep, self._checked(selection))
-
-    @property
-    def candidates(self) -> list[Instance]:
-        """The instances before the fusion stage reshaped the kept ones (the layers' own
-        instances when nothing was reshaped)."""
-        return list(self._candidates) if self._candidates is not None else self.instances
 
     @property
     def saliency(self) -> np.ndarray | None:
@@ -193,35 +214,43 @@ class Layers:
         return selection
 
     def set_keep(self, keep: KeepMode | str) -> None:
-        """Re-run the keep policy for ``keep``: roles, reasons and on/off switches reset."""
+        """Re-run the keep policy for ``keep`` and start over from it: roles, reasons, ambiguity
+        and alternatives change, and every switch made with ``set_enabled`` is forgotten."""
         mode = KeepMode.parse(keep)
         self._apply(mode, self._selection(mode))
 
     def _apply(self, mode: KeepMode, selection: Selection) -> None:
-        for layer, decision in zip(self.layers, selection.decisions, strict=True):
+        """Take ``selection``; reasons and alternatives name layers by rank (resolve_refs)."""
+        rank_of = {layer.instance.id: layer.rank for layer in self.layers}
+        reasons = [resolve_refs(d.reason, rank_of) for d in selection.decisions]
+        alternatives = tuple(ids_to_ranks(alt, rank_of) for alt in selection.alternatives)
+        for layer, decision, reason in zip(self.layers, selection.decisions, reasons, strict=True):
             layer.role = decision.role
-            layer.reason = decision.reason
-            layer.enabled = decision.role.kept
+            layer.reason = reason
+            layer.switched = None
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
-        self.alternatives = tuple(tuple(int(i) for i in alt) for alt in selection.alternatives)
-        self.fallback = str(getattr(selection, "fallback", ""))
+        self.alternatives = alternatives
+        self.fallback = getattr(selection, "fallback", "")  # or why the best candidate was kept
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
-        """Switch the layer with this 1-based rank on or off."""
+        """Switch the layer with this 1-based rank on or off. The switch holds for every later
+        composite, with or without ``keep=``, until ``set_keep`` starts over."""
         if not 1 <= rank <= len(self.layers):
             raise IndexError(f"no layer with rank {rank} (have 1..{len(self.layers)})")
         self.layers[rank - 1].enabled = bool(on)
 
     def kept_layers(self, keep: KeepMode | str | None = None) -> list[Layer]:
-        """Layers that are on; with ``keep`` given, those the policy keeps for that mode."""
+        """Layers that are on. With ``keep`` given, those the policy keeps for that mode, except
+        that a layer switched with ``set_enabled`` stays as switched: switched off stays off
+        (``keep`` never brings it back), switched on stays on."""
         if keep is None:
             return [layer for layer in self.layers if layer.enabled]
         selection = self._selection(KeepMode.parse(keep))
         return [
             layer
             for layer, decision in zip(self.layers, selection.decisions, strict=True)
-            if decision.role.kept
+            if (decision.role.kept if layer.switched is None else layer.switched)
         ]
 
     # -- compositing ---------------------------------------------------------------------------
@@ -244,13 +273,21 @@ class Layers:
         return self._mattes[instance.id]
 
     def _alpha_and_colour(self, layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
-        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the layer colours."""
+        """Union alpha ``1 − Π(1 − aᵢ)`` and the alpha-weighted mean of the colours of
+        ``layers``. A layer's soft edge never paints the mask of a layer left out (outside its
+        own mask): switching an occluder off leaves no sliver of it (no ghost) in its
+        neighbour's edge. The page composes by the same rule."""
         h, w = self.hw
         keep_out = np.ones((h, w), np.float32)  # Π(1 − aᵢ)
         colour_sum = np.zeros((h, w, 3), np.float32)
         weight_sum = np.zeros((h, w), np.float32)
+        shown = {id(layer) for layer in layers}
+        hidden = np.zeros((h, w), bool)
+        for layer in self.layers:
+            if id(layer) not in shown:
+                hidden |= layer.instance.mask
         for layer in layers:
-            matte = layer.matte
+            matte = layer.matte.within(layer.instance.mask | ~hidden)
             mh, mw = matte.alpha.shape
             sl = (slice(matte.y0, matte.y0 + mh), slice(matte.x0, matte.x0 + mw))
             keep_out[sl] *= 1.0 - matte.alpha
@@ -268,16 +305,26 @@ class Layers:
         alpha, colour = self._alpha_and_colour(layers)
         return to_rgba(colour, alpha)
 
-    def composite(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W×4 uint8`` RGBA of the layers that are on (or that ``keep`` would keep)."""
-        return self._compose(self.kept_layers(keep))
+    def composite(self, keep: KeepMode | str | None = None, background=None) -> np.ndarray:
+        """``H×W×4 uint8`` RGBA of the layers that are on, or with ``keep`` of those that mode
+        keeps; either way a layer switched off with ``set_enabled`` stays off (``kept_layers``).
+        With a ``background`` (a colour, an image or ``"blur"``: ``pipeline.background``) the
+        layers laid over it, ``H×W×3 uint8`` RGB without alpha. The current mode and switches
+        are not changed."""
+        alpha, colour = self._alpha_and_colour(self.kept_layers(keep))
+        if background is None:
+            return to_rgba(colour, alpha)
+        from pipeline.background import over
+
+        return over(colour, alpha, background, self.image)
 
     def alpha(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W float32`` alpha in [0, 1] of the layers that are on (or that ``keep`` keeps)."""
+        """``H×W float32`` alpha in [0, 1] of the layers ``composite(keep)`` shows (a layer
+        switched off with ``set_enabled`` stays off)."""
         return self._alpha_and_colour(self.kept_layers(keep))[0]
 
     def kept_mask(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W bool`` union of the kept instances' masks (before matting)."""
+        """``H×W bool`` union of the masks (before matting) of ``kept_layers(keep)``."""
         mask = np.zeros(self.hw, bool)
         for layer in self.kept_layers(keep):
             mask |= layer.instance.mask
@@ -285,39 +332,18 @@ class Layers:
 
     # -- export ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable manifest: image size, keep mode, ambiguity, ``fallback`` ("" or
-        why the best candidate was kept rather than nothing) and every layer."""
-        h, w = self.hw
-        return {
-            "source": self.source,
-            "width": w,
-            "height": h,
-            "keep": self.keep.value,
-            "ambiguity": round(self.ambiguity, 4),
-            "alternatives": [list(alt) for alt in self.alternatives],
-            "fallback": self.fallback,
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "layers": [layer_json(layer, h * w) for layer in self.layers],
-        }
+        """The JSON-serialisable manifest (``pipeline.manifest.manifest_json``): size, keep
+        mode, ``ambiguity``, ``alternatives`` (ranks), timings and every layer, best first."""
+        from pipeline.manifest import manifest_json
+
+        return manifest_json(self)
 
     def debug_view(self) -> np.ndarray:
-        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role + the alpha."""
-        from pipeline.viz import DebugItem, debug_view
+        """``H'×W'×3 uint8``: every instance outlined, numbered, coloured by role, with the
+        cues that moved its rank, beside the alpha and the salient map (``pipeline.viz``)."""
+        from pipeline.viz import layers_debug_view
 
-        items = [
-            DebugItem(
-                rank=layer.rank,
-                label=layer.label,
-                role=layer.role.value,
-                score=layer.score,
-                mask=layer.instance.mask,
-                xyxy=layer.instance.xyxy,
-                top_features=strongest_features(layer.instance),
-                reason=layer.reason,
-            )
-            for layer in self.layers
-        ]
-        return debug_view(self.image, items, self.alpha())
+        return layers_debug_view(self)
 
     def files(
         self,
@@ -357,12 +383,12 @@ class Layers:
         webp_quality: int = 90,
         protect: Sequence[Path] = (),
     ) -> list[Path]:
-        """Write ``files()`` into ``out_dir`` (each file atomically, never over one of
-        ``protect``); returns the paths written, ``layers.json`` last."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``files()`` as the folder ``out_dir``, atomically as a whole (``outputs.
+        write_folder``: a previous folder there is replaced, a symlink is never followed, a
+        failure leaves no partial folder), never over one of ``protect``; returns the paths
+        written, ``layers.json`` last."""
         options = {"png_compress_level": png_compress_level, "webp_quality": webp_quality}
-        return [write_file(out / name, data, protect) for name, data in self.files(fmt, **options)]
+        return write_folder(out_dir, self.files(fmt, **options), protect)
 
 
 def to_rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:

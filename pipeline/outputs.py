@@ -6,7 +6,11 @@ encoder, one atomic file writer.
   the server's ``format`` query take their choices from it: a new format is one entry.
 - ``encode(pixels, fmt, ...)``: an ``H×W×4`` (or ``H×W×3``) ``uint8`` array → the file's bytes.
 - ``write_file(path, data, protect=...)``: bytes → a file, atomically (a unique temp file in the
-  same folder, fsync'ed, then ``os.replace``d), never over an input.
+  same folder, fsync'ed, then ``os.replace``d), never over an input. A symlink at ``path`` is
+  replaced by the file, never written through.
+- ``write_folder(path, files, protect=...)``: a whole folder of files (``--layers``), atomically
+  as a whole: built in a unique temp folder beside ``path``, then renamed into place; a failure
+  (a full disk, Ctrl-C) leaves the previous folder, or none, and no temp file or folder.
 - ``save_image``: ``encode`` + ``write_file``.
 
 This is the only module of the product (evaluation thumbnails aside) that calls Pillow's save.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -73,6 +78,8 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "webp", "WebP", "WEBP", ".webp", "image/webp", "RGBA", _webp_options, WEBP_MAX_SIDE_PX
         ),
+        # the alpha alone as a grey 8-bit PNG (``layercut --mask``, the server's ``mask=true``)
+        OutputFormat("mask", "PNG mask", "PNG", ".png", "image/png", "L", _png_options),
     )
 }
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
@@ -222,3 +229,64 @@ def save_image(
             raise ValueError(f"{path}: refusing to overwrite an input ({other})")
     data = encode(rgba, spec, png_compress_level=png_compress_level, webp_quality=webp_quality)
     return write_file(path, data, protect)
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put the folder ``new`` at ``path``: a symlink there is removed (never followed), an
+    existing folder is renamed aside, replaced and then deleted; on failure it is put back."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder; refusing to replace it")
+    if not path.exists():
+        os.rename(new, path)  # atomic
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rename(path, aside)  # replaces the empty folder mkdtemp made: the old one is now aside
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)  # rmtree removes links, never follows them
+
+
+def write_folder(
+    path: str | Path, files: Iterable[tuple[str, bytes]], protect: Iterable[str | Path] = ()
+) -> list[Path]:
+    """Write ``files`` (``(plain file name, bytes)``) as the folder ``path``, atomically as a
+    whole, and return the final paths in order.
+
+    The files are written (``write_file``) into a unique temp folder beside ``path``, which is
+    then renamed into place; an existing folder at ``path`` is replaced as a whole, a symlink
+    at ``path`` is replaced (its target is never touched). On any failure, Ctrl-C included, the
+    temp folder is removed and ``path`` is as it was. ``ValueError`` for a name that is not a
+    plain file name, or when ``path`` holds one of ``protect`` (inputs are never deleted).
+    """
+    path = Path(path)
+    protect = [Path(p) for p in protect]
+    for other in protect:
+        if not path.is_symlink() and _inside(Path(other), path):
+            raise ValueError(f"{path}: refusing to replace a folder that holds an input ({other})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    names: list[str] = []
+    try:
+        for name, data in files:
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{path}: {name!r} is not a plain file name")
+            write_file(tmp / name, data, protect)
+            names.append(name)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; an output folder is an ordinary folder
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [path / name for name in names]
+
+
+def _inside(file: Path, folder: Path) -> bool:
+    try:
+        return file.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False

@@ -54,6 +54,19 @@ class Ranker(Protocol):
 
 
 @runtime_checkable
+class ExplainingRanker(Ranker, Protocol):
+    """A ranker that can say what moved each score (``LinearRanker``): the debug view prints
+    each instance's strongest contributions."""
+
+    features: tuple[str, ...]
+
+    def contributions(self, instances: Sequence[Instance]) -> np.ndarray:
+        """``(N, len(features)) float64``: each feature's additive share of each score (in
+        the units of the score before any link function)."""
+        ...
+
+
+@runtime_checkable
 class Fusion(Protocol):
     """The learned keep decision over the segments the map and the instances make."""
 

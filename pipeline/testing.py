@@ -12,7 +12,7 @@ Each builder writes one file in the format the product's loaders read:
   dicts, as Meta distributes them (ViT-B ≈ 375 MB on disk, built in ≈ 3 s).
 
 ``write_random_weights(out_dir, names)`` builds several and writes a manifest in the format of
-``models/weights.json`` (read by ``pipeline.weights`` through ``LAYERCUT_MANIFEST``).
+``pipeline/models/weights.json`` (read by ``pipeline.weights`` through ``LAYERCUT_MANIFEST``).
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def sha256_file(path: Path) -> str:
 
 
 def manifest_entry(name: str, path: Path) -> dict:
-    """One ``weights`` entry of a ``models/weights.json``-style manifest for a built file."""
+    """One ``weights`` entry of a ``pipeline/models/weights.json``-style manifest for a built
+    file."""
     stage = _builders()[name][0] if name in _builders() else "test"
     path = Path(path).resolve()
     return {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -167,9 +168,56 @@ class Instance:
         return dataclasses.replace(self, **changes)
 
 
+# How a reason names another instance: the policy knows instances by id, a user by rank (the
+# number of the layer files, the page and the debug view). ``instance_ref(id)`` writes a
+# placeholder, ``Layers`` replaces it with ``#<rank>`` when it applies a selection; a bare
+# ``#<number>`` in a reason is refused there (it would be an id a user cannot look up).
+_REF = re.compile(r"\{#(-?\d+)\}")
+_BARE_NUMBER = re.compile(r"#\d")
+
+
+def instance_ref(instance_id: int) -> str:
+    """The placeholder naming instance ``instance_id`` in a ``Decision.reason``
+    (``"{#7}"``); users read it as ``#<rank>`` of that instance's layer."""
+    return f"{{#{int(instance_id)}}}"
+
+
+def resolve_refs(reason: str, rank_of: Mapping[int, int]) -> str:
+    """``reason`` with every ``instance_ref(id)`` replaced by ``#<rank_of[id]>``.
+
+    Raises ``ValueError`` for a placeholder naming an id not in ``rank_of`` and for a bare
+    ``#<number>`` outside placeholders (an id written where a user expects a rank)."""
+
+    def rank(match: re.Match) -> str:
+        instance_id = int(match.group(1))
+        if instance_id not in rank_of:
+            raise ValueError(f"reason {reason!r} names instance {instance_id}, which has no layer")
+        return f"#{rank_of[instance_id]}"
+
+    if _BARE_NUMBER.search(_REF.sub("", reason)):
+        raise ValueError(
+            f"reason {reason!r} names an instance by number; write pipeline.types."
+            "instance_ref(id) so that it shows as the layer's rank"
+        )
+    return _REF.sub(rank, reason)
+
+
+def ids_to_ranks(instance_ids, rank_of: Mapping[int, int]) -> tuple[int, ...]:
+    """The ranks of ``instance_ids`` (e.g. one alternative of a ``Selection``); ``ValueError``
+    for an id not in ``rank_of``."""
+    missing = [int(i) for i in instance_ids if int(i) not in rank_of]
+    if missing:
+        raise ValueError(f"keep policy offers instance(s) {missing}, which have no layer")
+    return tuple(rank_of[int(i)] for i in instance_ids)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The keep policy's verdict on one instance: its role and a short human reason."""
+    """The keep policy's verdict on one instance: its role and a short human reason.
+
+    A reason that names another instance does so with ``instance_ref(instance.id)``; what a
+    user reads (``Layer.reason``, ``layers.json``, the page, the debug view) says ``#<rank>``.
+    """
 
     role: Role
     reason: str
@@ -181,9 +229,11 @@ class Selection:
 
     Attributes:
         decisions: one ``Decision`` per instance, in the order the policy was given them.
-        ambiguity: in [0, 1]; high when two main candidates are close.
+        ambiguity: in [0, 1]; high when two main candidates are close (the policy's
+            measure: ``pipeline.stages.select``).
         alternatives: instance ids of a few other main selections, best first, the chosen one
-            excluded; each tuple lists its lead instance first.
+            excluded; each tuple lists its lead instance first. ``Layers.alternatives`` gives
+            them as ranks.
         fallback: "" normally; a sentence when the policy would have kept nothing although
             something was found, and the best candidate was kept instead (the CLI warns, the
             server flags it, ``layers.json`` records it).
@@ -218,6 +268,16 @@ class Matte:
                 f"Matte.foreground must be {(*self.alpha.shape, 3)} uint8, "
                 f"got {fg.shape} {fg.dtype}"
             )
+
+    def within(self, allowed: np.ndarray) -> Matte:
+        """This matte with its alpha zeroed where ``allowed`` (``H×W bool`` at the image's
+        resolution) is False; the same matte when nothing changes."""
+        h, w = self.alpha.shape
+        inside = allowed[self.y0 : self.y0 + h, self.x0 : self.x0 + w]
+        if inside.all():
+            return self
+        alpha = np.where(inside, self.alpha, np.float32(0.0)).astype(np.float32)
+        return Matte(alpha, self.foreground, self.x0, self.y0)
 
     def full_alpha(self, hw: tuple[int, int]) -> np.ndarray:
         """The alpha pasted into an ``H×W float32`` zero canvas."""

@@ -1,19 +1,24 @@
 """Weights store: manifest, lookup and verified download (the command: ``pipeline.weights_cli``).
 
-Pretrained weights are never committed. ``models/weights.json`` lists each file's official URL,
-the hash the upstream publishes (sha256, md5 or a sha256 prefix) or ``null``, its size when
-known, licence and pipeline stage. ``resolve(name_or_path)`` returns a local file:
+Pretrained weights are never committed. ``pipeline/models/weights.json`` lists each file's
+official URL, the hash the upstream publishes (sha256, md5 or a sha256 prefix) or ``null``, its
+size when known, licence and pipeline stage. ``resolve(name_or_path)`` returns a local file:
 
 1. a string that names an existing file, contains a path separator or ends in a weights suffix
    (.pt .pth .onnx .safetensors) is a local path, used as given;
 2. otherwise a manifest name, looked up in ``$LAYERCUT_WEIGHTS`` (a folder), then the cache
    (``$XDG_CACHE_HOME/layercut``, else ``~/.cache/layercut``);
-3. otherwise downloaded into the cache (unless ``LAYERCUT_OFFLINE=1``): streamed into
-   ``<filename>.part`` with a progress bar on stderr, checked, then moved into place with
-   ``os.replace`` so a half-written file is never seen under the real name.
+3. otherwise downloaded into the cache (unless ``LAYERCUT_OFFLINE=1``): streamed into a
+   temporary ``.<filename>.<random>.part`` (unique: two fetches of one name never share it) with
+   a progress bar on stderr, checked, then moved into place with ``os.replace`` so a
+   half-written file is never seen under the real name.
 
-Where the upstream publishes no hash, the sha256 of the first download is recorded in
-``<cache>/known_hashes.json`` (trust on first use) and later downloads must match it.
+A file found in step 2 is checked when it is first used in a process (``pipeline.weights_check``):
+its size and its published hash, or the sha256 recorded when it was first used; the verdict is
+cached by path, size and mtime in ``<cache>/verified.json``. Where the upstream publishes no hash,
+the sha256 of the first download or first use is recorded in ``<cache>/known_hashes.json``
+(trust on first use) and later downloads and uses must match it. A path given explicitly (step
+1) is the user's own file and is used as given.
 
 Loading is the stage adapters' job: they pass the returned path to ``YOLO(path)`` / the SAM
 builders (so no library downloads behind our back) and must call ``torch.load(...,
@@ -26,15 +31,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, fields
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from pipeline import download as dl
+from pipeline import weights_check
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "models" / "weights.json"
+# shipped inside the package (pyproject's package-data): a wheel install reads this same file
+MANIFEST_PATH = files("pipeline") / "models" / "weights.json"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".onnx", ".safetensors")
 STAGES = ("detect", "segment", "saliency")
+# the config key that takes a local file instead of a manifest name, per stage
+STAGE_KEYS = {
+    "detect": "detect.weights",
+    "segment": "segment.weights",
+    "saliency": "saliency.weights",
+}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -99,15 +115,17 @@ def _parse_entry(entry: Any, where: str) -> WeightSpec:
     )
 
 
-def load_manifest(path: Path | None = None) -> dict[str, WeightSpec]:
-    """Entries by name from ``path``, else ``$LAYERCUT_MANIFEST``, else models/weights.json.
+def load_manifest(path: str | Path | Traversable | None = None) -> dict[str, WeightSpec]:
+    """Entries by name from ``path``, else ``$LAYERCUT_MANIFEST``, else ``MANIFEST_PATH``
+    (``pipeline/models/weights.json`` of the installed package).
 
     Raises WeightsError naming the file and the entry when it is unreadable or malformed.
     """
     if path is None:
-        path = Path(os.environ.get("LAYERCUT_MANIFEST") or MANIFEST_PATH)
+        path = os.environ.get("LAYERCUT_MANIFEST") or MANIFEST_PATH
+    path = Path(path) if isinstance(path, str) else path
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"cannot read weights manifest {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("version") != 1 or "weights" not in data:
@@ -147,15 +165,24 @@ def _is_local_path(text: str) -> bool:
     )
 
 
-def _check_size(spec: WeightSpec, path: Path) -> Path:
-    """Cheap integrity check of a found file: its size, when the manifest knows it."""
-    size = path.stat().st_size
-    if spec.bytes is not None and size != spec.bytes:
-        raise WeightsError(
-            f"{path} has {size} bytes, expected {spec.bytes} for {spec.name}: the file is "
-            f"truncated or another version; run `layercut weights fetch {spec.name} --force`"
-        )
-    return path
+def _replace_hint(spec: WeightSpec, path: Path) -> str:
+    searched_first = "" if path.parent == cache_dir() else " (the cache is searched after it)"
+    return (
+        f"delete or replace {path}{searched_first}; `layercut weights fetch {spec.name} --force` "
+        f"downloads a verified copy into the cache, or give a file of your own with "
+        f"--set {STAGE_KEYS[spec.stage]}=PATH"
+    )
+
+
+def _check_found(spec: WeightSpec, path: Path) -> Path:
+    """``path`` if it passes its size and hash check (``weights_check.verify``)."""
+    recorded = _known_hashes(cache_dir()).get(spec.filename)
+    try:
+        return weights_check.verify(spec, path, cache_dir(), recorded, _replace_hint(spec, path))
+    except weights_check.ChecksumError as exc:
+        raise WeightsError(str(exc)) from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
 
 
 def _find(spec: WeightSpec) -> Path | None:
@@ -167,12 +194,20 @@ def _find(spec: WeightSpec) -> Path | None:
     return None
 
 
-def _missing_message(spec: WeightSpec, reason: str) -> str:
+def _missing_message(spec: WeightSpec, reason: str, fetching: bool = False) -> str:
+    """One line: what is missing, where it was looked for, why it was not downloaded, and what
+    to do. ``fetching``: the message answers ``layercut weights fetch`` itself, so it does not
+    send the user back to that command."""
     searched = ", ".join(str(d) for d in _search_dirs())
+    get_it = (
+        f"download {spec.url} elsewhere"
+        if fetching
+        else f"run `layercut weights fetch {spec.name}` where there is internet access"
+    )
     return (
         f"weights file {spec.filename} ({spec.name}) not found in {searched}; {reason}; "
-        f"run `layercut weights fetch {spec.name}` on a machine with internet access "
-        f"or put the file in $LAYERCUT_WEIGHTS"
+        f"{get_it} and put the file in $LAYERCUT_WEIGHTS (a folder), or give a local file "
+        f"with --set {STAGE_KEYS[spec.stage]}=PATH"
     )
 
 
@@ -214,27 +249,35 @@ def _known_hashes(folder: Path) -> dict[str, str]:
         raise WeightsError(f"{exc}; fix or delete it") from exc
 
 
-def _download(spec: WeightSpec, progress: bool) -> Path:
-    """Download into the cache via ``<filename>.part``, verify, then os.replace into place."""
+def _download(spec: WeightSpec, progress: bool, fetching: bool = False) -> Path:
+    """Download into the cache via a unique ``.part`` file, verify, then os.replace it into
+    place. ``fetching``: called by ``layercut weights fetch`` (see ``_missing_message``)."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / spec.filename
-    part = folder / f"{spec.filename}.part"
     recorded = _known_hashes(folder).get(spec.filename)
+    # unique per call: two concurrent fetches of one name never write into the same file
+    fd, part_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
+    os.close(fd)
+    part = Path(part_name)
     try:
         got = dl.stream_to_file(spec.url, part, total_bytes=spec.bytes, progress=progress)
         _verify(spec, got, recorded)
+        os.chmod(part, 0o644)  # mkstemp makes 0600; a weights file is an ordinary file
         os.replace(part, target)  # atomic: readers see the old file or the verified new one
     except (OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
         detail = " ".join(str(getattr(exc, "reason", exc)).split())  # one line
         reason = f"download from {spec.url} failed: {detail}"
-        raise WeightsError(_missing_message(spec, reason)) from exc
+        raise WeightsError(_missing_message(spec, reason, fetching)) from exc
     except BaseException:  # checksum mismatch, Ctrl-C: never leave a .part that looks usable
         part.unlink(missing_ok=True)
         raise
     if not (spec.sha256 or spec.md5 or spec.sha256_prefix) and recorded is None:
         dl.record_known_hash(folder, spec.filename, got.sha256)
+        recorded = got.sha256
+    # checked just now: its first use in this or a later process need not hash it again
+    weights_check.remember(folder, target, weights_check.expected_of(spec, recorded))
     return target
 
 
@@ -268,14 +311,19 @@ def resolve(
             raise WeightsError(f"weights file not found: {path}{_name_hint(path, manifest)}")
         return path
     spec = _lookup(text, load_manifest() if manifest is None else manifest)
+    return _resolve_spec(spec, download, progress)
+
+
+def _resolve_spec(spec: WeightSpec, download: bool, progress: bool, fetching: bool = False):
     found = _find(spec)
     if found is not None:
-        return _check_size(spec, found)
+        return _check_found(spec, found)
     if _offline():
-        raise WeightsError(_missing_message(spec, "LAYERCUT_OFFLINE=1 forbids downloading"))
+        reason = "LAYERCUT_OFFLINE=1 forbids downloading"
+        raise WeightsError(_missing_message(spec, reason, fetching))
     if not download:
-        raise WeightsError(_missing_message(spec, "downloading was not allowed"))
-    return _download(spec, progress)
+        raise WeightsError(_missing_message(spec, "downloading was not allowed", fetching))
+    return _download(spec, progress, fetching)
 
 
 def fetch(
@@ -292,10 +340,11 @@ def fetch(
     """
     spec = _lookup(name, load_manifest() if manifest is None else manifest)
     if not force:
-        return resolve(name, manifest={name: spec}, progress=progress)
+        return _resolve_spec(spec, True, progress, fetching=True)
     if _offline():
-        raise WeightsError(_missing_message(spec, "LAYERCUT_OFFLINE=1 forbids downloading"))
-    return _download(spec, progress)
+        reason = "LAYERCUT_OFFLINE=1 forbids downloading"
+        raise WeightsError(_missing_message(spec, reason, fetching=True))
+    return _download(spec, progress, fetching=True)
 
 
 def _hash_status(spec: WeightSpec, recorded: dict[str, str]) -> str:

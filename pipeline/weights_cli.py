@@ -45,7 +45,7 @@ def table(rows: list[dict]) -> list[str]:
     for row in rows:
         size = row["bytes"] or (row["path"].stat().st_size if row["path"] else None)
         cached = f"yes: {row['path']}" if row["path"] else "no"
-        mb = f"{size / 1e6:.1f}" if size else "?"
+        mb = f"{size / 1e6:.1f}" if size else "unknown"  # not published, not downloaded yet
         lines.append((row["name"], mb, row["licence"], row["stage"], cached, row["hash_status"]))
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header) - 1)]
     return [

@@ -59,7 +59,8 @@ class RandomCheckpoints:
         return self._paths[name]
 
     def manifest(self, names: Iterable[str]) -> Path:
-        """A ``models/weights.json``-style manifest for ``names`` (``file://`` URLs, sha256)."""
+        """A ``pipeline/models/weights.json``-style manifest for ``names`` (``file://`` URLs,
+        sha256)."""
         return write_manifest({name: self.path(name) for name in names}, self.root / MANIFEST_NAME)
 
     def cleanup(self) -> None:

@@ -24,7 +24,7 @@ from pipeline.config import (
 from pipeline.types import KeepMode
 
 BAD_OVERRIDES = [
-    ("output.format=gif", "config output.format must be one of png, webp; got 'gif'"),
+    ("output.format=gif", "config output.format must be one of png, webp, mask; got 'gif'"),
     (
         "select.keep=everything",
         "config select.keep must be one of main, all, interacting; got 'everything'",
@@ -58,7 +58,7 @@ def test_a_bad_value_fails_when_the_config_loads_naming_the_key(override, messag
 
 
 def test_sections_built_in_code_are_checked_too():
-    with pytest.raises(ValueError, match="config output.format must be one of png, webp"):
+    with pytest.raises(ValueError, match="config output.format must be one of png, webp, mask"):
         OutputConfig(format="gif")
     with pytest.raises(ValueError, match="config select.keep must be one of"):
         dataclasses.replace(SelectConfig(), keep="everything")

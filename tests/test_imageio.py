@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipeline.batch import discover_inputs, output_names
 from pipeline.imageio import ImageError, image_from_array, image_from_pil, load_image
 from pipeline.outputs import save_image
 from tests.badfiles import bomb_png_bytes, exif_orientation_bytes, source_rgb, write_bad_files
@@ -153,13 +152,13 @@ def test_exif_orientation_6_loads_upright(bad, photo):
 
 def test_bomb_refused_from_the_header_quickly(bad):
     start = time.perf_counter()
-    with pytest.raises(ImageError, match=r"too large \(900000000 px > limit 150000000\)"):
+    with pytest.raises(ImageError, match=r"too large \(900000000 px > limit 150000000;"):
         load_image(bad["decompression_bomb"][0])
     assert time.perf_counter() - start < 1.0
 
 
 def test_own_pixel_limit_and_no_pillow_warning_leaks(tmp_path, bad):
-    with pytest.raises(ImageError, match=r"too large \(43200 px > limit 1000\)"):
+    with pytest.raises(ImageError, match=r"too large \(43200 px > limit 1000;"):
         load_image(bad["jpeg"][0], max_image_px=1000)
     # 95 MP: above Pillow's warning threshold (89.5 MP), below its error threshold
     big = tmp_path / "big.png"
@@ -294,60 +293,3 @@ def test_save_validates_array_and_format(tmp_path, photo):
     with pytest.raises(ValueError, match="unknown output format 'jpg'"):
         save_image(tmp_path / "a.jpg", rgba_sample(photo), "jpg")
     assert os.listdir(tmp_path) == []
-
-
-# -- batch inputs ---------------------------------------------------------------------------------
-@pytest.fixture
-def tree(tmp_path):
-    for rel in ["a/x.jpg", "a/sub/y.PNG", "a/sub/deep/z.webp", "a/notes.txt", "a/.hidden.jpg"]:
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"data")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "x.jpg").write_bytes(b"data")
-    return tmp_path
-
-
-def test_discover_folder_recursively_case_insensitive(tree):
-    files, errors = discover_inputs([str(tree / "a")])
-    names = [p.relative_to(tree).as_posix() for p in files]
-    assert names == ["a/sub/deep/z.webp", "a/sub/y.PNG", "a/x.jpg"]
-    assert errors == []
-    (tree / "empty").mkdir()
-    assert discover_inputs([str(tree / "empty")]) == (
-        [],
-        [f"{tree / 'empty'}: no image files in this folder"],
-    )
-
-
-def test_discover_globs_missing_and_duplicates(tree):
-    args = [
-        str(tree / "*" / "x.jpg"),
-        str(tree / "a" / "**" / "*.png"),  # no match: the extension is upper-case on disk
-        str(tree / "a" / "**" / "*.PNG"),
-        str(tree / "a" / "x.jpg"),  # duplicate of a glob match
-        str(tree / "a" / "notes.txt"),  # an explicit file is taken whatever its extension
-        str(tree / "nope" / "*.jpg"),
-        str(tree / "missing.jpg"),
-    ]
-    files, errors = discover_inputs(args)
-    names = [p.relative_to(tree).as_posix() for p in files]
-    assert names == ["a/notes.txt", "a/sub/y.PNG", "a/x.jpg", "b/x.jpg"]
-    assert errors == [
-        f"{tree / 'a' / '**' / '*.png'}: no such file or no match",
-        f"{tree / 'nope' / '*.jpg'}: no such file or no match",
-        f"{tree / 'missing.jpg'}: no such file or no match",
-    ]
-
-
-def test_output_names_never_collide_nor_name_an_input(tree):
-    files = [tree / "a" / "x.jpg", tree / "b" / "x.jpg", tree / "a" / "sub" / "y.PNG"]
-    names = output_names(files, tree / "out", "png")
-    assert [names[f] for f in files] == ["x", "x-2", "y"]  # flat; a clash gets -2
-    # OUT/x.png is an input (the first one): both get -cutout, then the clash rule applies
-    beside = [tree / "a" / "x.png", tree / "b" / "x.png"]
-    for path in beside:
-        path.write_bytes(b"data")
-    names = output_names(beside, tree / "a", "png")
-    assert [names[f] for f in beside] == ["x-cutout", "x-cutout-2"]
-    assert output_names(beside, tree / "a", "webp")[beside[0]] == "x"  # x.webp is no input

@@ -65,11 +65,13 @@ def test_cli_and_server_take_their_format_choices_from_the_table():
 
 def test_every_table_entry_is_consistent():
     for name, spec in FORMATS.items():
-        assert spec.name == name and spec.extension == f".{name}"
+        assert spec.name == name
+        assert spec.extension in Image.registered_extensions()
+        assert Image.registered_extensions()[spec.extension] == spec.pillow_format
         assert spec.media_type.startswith("image/") and spec.mode in ("RGBA", "RGB", "L")
         data = encode(rgba_sample(), name)
         with decoded(data) as image:
-            assert image.format == spec.pillow_format
+            assert image.format == spec.pillow_format and image.mode == spec.mode
             assert Image.MIME[image.format] == spec.media_type
     assert get_format("PNG") is FORMATS["png"]
     with pytest.raises(ValueError, match="unknown output format 'gif'; expected one of: png"):
@@ -217,7 +219,7 @@ def test_save_and_zip_write_the_same_files(fmt, tmp_path):
     assert [entry["file"] for entry in manifest["layers"]] == names
     assert manifest["composite"] == f"composite{ext}"
     with Image.open(tmp_path / "out" / names[0]) as image:
-        assert image.size == (128, 96) and image.mode == "RGBA"
+        assert image.size == (128, 96) and image.mode == FORMATS[fmt].mode
 
 
 def test_zip_with_debug_adds_the_debug_view(tmp_path):
@@ -241,5 +243,7 @@ def test_layers_save_never_follows_a_planted_json_temp_link(tmp_path):
     layers.save(out, protect=[tmp_path / "elsewhere.jpg"])
     assert victim.read_bytes() == b"an input photo"
     assert json.loads((out / "layers.json").read_text())["width"] == 64
-    with pytest.raises(ValueError, match="refusing to overwrite an input"):
+    # the folder is replaced as a whole: one holding an input is refused, input kept
+    with pytest.raises(ValueError, match="refusing to replace a folder that holds an input"):
         layers.save(out, protect=[out / "composite.png"])
+    assert (out / "composite.png").is_file()

@@ -136,7 +136,7 @@ def test_build_ranker_prior_path_and_models_name(tmp_path, monkeypatch):
     path = ranker.to_json(tmp_path / "mine.json")
     assert build_ranker(RankConfig(model=str(path))).name == "mine"
     monkeypatch.setattr(config_module, "MODELS_DIR", tmp_path)
-    assert build_ranker(RankConfig(model="mine")).name == "mine"  # models/<name>.json
+    assert build_ranker(RankConfig(model="mine")).name == "mine"  # MODELS_DIR/<name>.json
     assert build_ranker(RankConfig(model="mine.json")).name == "mine"
 
 

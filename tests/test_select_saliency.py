@@ -125,7 +125,7 @@ def test_remover_keeps_fragments_with_a_map_and_never_alters_given_proposals():
     layers = remover.run(image)
     assert len(layers) == 2
     assert [layer.instance.id for layer in layers] == [0, 1]  # the torso ranks first
-    assert "#0's salient region" in layers[1].reason
+    assert "#1's salient region" in layers[1].reason  # the torso: id 0, rank 1
     assert [layer.instance.id for layer in layers.kept_layers()] == [0, 1]
     # Ground-truth proposals are never changed by the map, selection included.
     given = remover.run(image, proposals=[torso, legs])

@@ -149,15 +149,29 @@ def test_json_document_recomposes_to_the_server_composite(client):
     composite = rgba_of(client.post("/v1/remove", content=data).content)
     assert set(doc["modes"]) == {"main", "all", "interacting"}
     assert doc["modes"]["all"]["enabled"] == [True, True, True, False]
-    assert doc["ambiguous"] is True and doc["alternatives"] == [[0, 1], [2]]
-    keep_out = np.ones((doc["height"], doc["width"]), np.float32)
-    for entry, on in zip(doc["layers"], doc["modes"]["main"]["enabled"], strict=True):
+    # alternatives name layers by rank: person (id 0) #1, dog (id 2) #2, bag (id 1) #3
+    assert doc["ambiguous"] is True and doc["alternatives"] == [[1, 3], [2]]
+    assert doc["modes"]["main"]["alternatives"] == [[1, 3], [2]]
+    hw = (doc["height"], doc["width"])
+    enabled = doc["modes"]["main"]["enabled"]
+    masks = []
+    for entry in doc["layers"]:  # each layer's instance mask, placed
+        crop = rgba_of(base64.b64decode(entry["mask_png"]))[..., 0] > 127
+        mask = np.zeros(hw, bool)
+        y0, x0 = entry["mask_y0"], entry["mask_x0"]
+        mask[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        assert mask.any()
+        masks.append(mask)
+    hidden = np.logical_or.reduce([m for m, on in zip(masks, enabled, strict=True) if not on])
+    keep_out = np.ones(hw, np.float32)
+    for entry, on, mask in zip(doc["layers"], enabled, masks, strict=True):
         crop = rgba_of(base64.b64decode(entry["png"]))
         assert crop.shape == (entry["crop_height"], entry["crop_width"], 4)
-        if on:
+        if on:  # a soft edge stays off hidden layers' masks (the page does the same)
             y0, x0 = entry["y0"], entry["x0"]
-            window = keep_out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]
-            window *= 1 - crop[..., 3] / 255.0
+            sl = (slice(y0, y0 + crop.shape[0]), slice(x0, x0 + crop.shape[1]))
+            allowed = mask[sl] | ~hidden[sl]
+            keep_out[sl] *= 1 - np.where(allowed, crop[..., 3] / 255.0, 0.0)
     alpha = np.round((1 - keep_out) * 255).astype(np.uint8)
     assert np.array_equal(alpha, composite[..., 3])
 
@@ -338,6 +352,9 @@ def test_models_health_docs_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "Remove background" in page.text
     assert client.get("/static/app.js").status_code == 200
+    icon = client.get("/favicon.ico")  # browsers ask for it: no 404 in the console
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+    assert 'rel="icon"' in page.text and client.get("/static/favicon.svg").status_code == 200
 
 
 def test_serve_main_rejects_bad_usage(capsys):

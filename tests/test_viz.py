@@ -12,6 +12,7 @@ from pipeline.viz import (
     DebugItem,
     debug_layout,
     debug_view,
+    label_text,
 )
 
 
@@ -148,3 +149,92 @@ def test_bad_inputs_raise_value_error_naming_the_problem():
         debug_view(image, [], np.full((h, w), 2.0, np.float32))
     with pytest.raises(ValueError, match="H×W×3"):
         debug_view(image[:, :, 0], [], alpha)
+
+
+def test_symbols_the_font_lacks_are_spelled_out_never_drawn_as_boxes():
+    from pipeline.viz_text import drawable, has_glyph
+
+    size = 14
+    assert not has_glyph(size, "×") and has_glyph(size, "x")  # the bundled font's gap
+    assert drawable("0.75 × 0.90 ≥ 0.5 − 1 → é", size) == "0.75 x 0.90 >= 0.5 - 1 -> e"
+    assert drawable("·…±%", size) == "·…±%"  # glyphs it has stay
+    h, w = 80, 120
+    image, alpha = noise_image(h, w), np.zeros((h, w), np.float32)
+    mask = rect_mask(h, w, 30, 70, 20, 90)
+
+    def with_reason(reason):
+        one = DebugItem(1, "person", "dropped", 0.5, mask, mask_to_xyxy(mask), (), reason)
+        return debug_view(image, [one], alpha)
+
+    # the reason the keep policy writes reads exactly as its ASCII spelling: no empty box
+    np.testing.assert_array_equal(
+        with_reason("secondary (score 0.50 < 0.75 × 0.90)"),
+        with_reason("secondary (score 0.50 < 0.75 x 0.90)"),
+    )
+
+
+def test_tags_in_a_crowd_never_cover_each_other():
+    from pipeline.viz_text import Tag, place_tags
+
+    # 20 people with the same box corner: each tag must find its own spot or give way
+    tags = [Tag((30.0, 40.0, 90.0, 160.0), (120, 16), (28, 16)) for _ in range(20)]
+    spots = place_tags(tags, (200, 180))
+    placed = [s for s in spots if s is not None]
+    assert spots[0] is not None and not spots[0].short  # the best rank keeps its full tag
+    assert any(s.short for s in placed)  # later ones shrink to "#rank" where full ones do not fit
+    crowded = place_tags(tags, (130, 40))  # a tiny panel: some have to be left out
+    assert crowded[0] is not None and None in crowded
+    for s in placed:
+        assert 0 <= s.x and s.x + s.width <= 200 and 0 <= s.y and s.y + s.height <= 180
+    for i, a in enumerate(placed):
+        for b in placed[i + 1 :]:
+            apart = (
+                a.x + a.width <= b.x
+                or b.x + b.width <= a.x
+                or a.y + a.height <= b.y
+                or b.y + b.height <= a.y
+            )
+            assert apart, (a, b)
+
+
+def test_two_instances_on_one_box_both_show_their_tags():
+    h, w = 200, 300
+    image = noise_image(h, w)
+    mask = rect_mask(h, w, 100, 190, 50, 250)
+    line_px = debug_layout(h, w, 2).line_px
+    items = [item(1, "main", mask), item(2, "kept", mask)]
+    view = debug_view(image, items, np.zeros((h, w), np.float32))
+    photo = view[:h, :w]
+    inner = np.zeros((h, w), bool)
+    inner[100 + line_px : 190 - line_px, 50 + line_px : 250 - line_px] = True
+    for role in ("main", "kept"):  # each tag's fill shows (outside the outline band too)
+        fill = (photo == ROLE_COLOURS[role]).all(axis=2)
+        assert fill[~inner].sum() > 0 and (fill & inner).sum() + fill[:100].sum() > 200, role
+
+
+def test_salient_map_gets_its_own_panel():
+    h, w = 90, 120
+    saliency = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1))
+    layout = debug_layout(h, w, 1, with_saliency=True)
+    assert layout.saliency_yx is not None and layout.width == 3 * w  # a row fits 16:9 better
+    view = debug_view(
+        noise_image(h, w),
+        [item(1, "main", rect_mask(h, w, 20, 70, 10, 80))],
+        np.zeros((h, w), np.float32),
+        saliency=saliency,
+    )
+    y, x = layout.saliency_yx
+    panel = view[y : y + h, x : x + w, 0]
+    np.testing.assert_array_equal(panel, np.rint(saliency * 255).astype(np.uint8))
+    assert debug_layout(h, w, 1).saliency_yx is None
+    with pytest.raises(ValueError, match="saliency"):
+        debug_view(noise_image(h, w), [], np.zeros((h, w), np.float32), saliency=saliency[:5])
+
+
+def test_tag_prints_signed_contributions_or_cue_values():
+    mask = rect_mask(50, 60, 10, 40, 10, 40)
+    shares = DebugItem(4, "dog", "main", 0.8, mask, mask_to_xyxy(mask),
+                       (("area_frac", 1.234), ("blur", -0.5)), contributions=True)  # fmt: skip
+    assert label_text(shares) == "#4 0.80 area_frac+1.23 blur-0.50"
+    values = DebugItem(4, "dog", "main", 0.8, mask, mask_to_xyxy(mask), (("blur", 0.81),))
+    assert label_text(values) == "#4 0.80 blur=0.81"

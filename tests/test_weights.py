@@ -104,7 +104,9 @@ def test_found_file_with_wrong_size_is_rejected(env, monkeypatch):
     folder.mkdir()
     (folder / "tiny.pt").write_bytes(PAYLOAD[:1000])  # truncated copy
     monkeypatch.setenv("LAYERCUT_WEIGHTS", str(folder))
-    with pytest.raises(WeightsError, match=r"1000 bytes, expected 1500000 .*fetch tiny --force"):
+    with pytest.raises(
+        WeightsError, match=r"size mismatch, 1000 bytes, expected 1500000.*fetch tiny --force"
+    ):
         resolve("tiny", manifest=manifest)
 
 
@@ -113,7 +115,8 @@ def test_download_with_correct_sha256_lands_in_cache_without_part(env):
     path = resolve("tiny", manifest=manifest, progress=False)
     assert path == env / "xdg" / "layercut" / "tiny.pt"
     assert path.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.pt"]  # no .part, no TOFU
+    # no .part, no TOFU record; the verdict of the check made while downloading
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.pt", "verified.json"]
 
 
 def test_checksum_mismatch_raises_and_leaves_nothing(env):
@@ -179,7 +182,13 @@ def test_stale_part_is_never_used_and_is_replaced(env, monkeypatch):
     monkeypatch.delenv("LAYERCUT_OFFLINE")
     path = resolve("tiny", manifest=manifest, progress=False)
     assert path.read_bytes() == PAYLOAD
-    assert not part.exists()
+    # the download used a part file of its own, never the stale one, and left none behind
+    assert part.read_bytes() == b"half a download" * 10_000
+    assert sorted(p.name for p in cache_dir().iterdir()) == [
+        "tiny.pt",
+        "tiny.pt.part",
+        "verified.json",
+    ]
 
 
 def test_tofu_records_hash_then_detects_a_changed_upstream_on_force(env):
@@ -199,7 +208,8 @@ def test_tofu_records_hash_then_detects_a_changed_upstream_on_force(env):
     with pytest.raises(WeightsError, match=f"expected sha256 recorded on first use {digest}"):
         fetch("tiny", force=True, manifest=manifest, progress=False)
     assert path.read_bytes() == PAYLOAD  # the verified file stays
-    assert sorted(p.name for p in cache_dir().iterdir()) == ["known_hashes.json", "tiny.pt"]
+    listed = sorted(p.name for p in cache_dir().iterdir())
+    assert listed == ["known_hashes.json", "tiny.pt", "verified.json"]
 
 
 def test_unknown_name_lists_known_names(env):

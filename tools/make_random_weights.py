@@ -6,7 +6,8 @@ Usage::
     LAYERCUT_MANIFEST=OUT_DIR/manifest.json layercut ...   # resolve weights from them
 
 For tests and timing only: random weights give meaningless masks. The manifest has the format
-of ``models/weights.json`` with ``file://`` URLs, ``licence: test``, ``source: random weights``.
+of ``pipeline/models/weights.json`` with ``file://`` URLs, ``licence: test``, ``source: random
+weights``.
 """
 
 from __future__ import annotations

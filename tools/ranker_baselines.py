@@ -134,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("eval", help="evaluate a ranker on GT proposals (no refine stage)")
     ev.add_argument("manifest")
     ev.add_argument("-o", "--out", required=True)
-    ev.add_argument("--ranker", required=True, help="'prior', a JSON path or a models/ name")
+    ev.add_argument(
+        "--ranker", required=True, help="'prior', a JSON path or a file name in pipeline/models/"
+    )
     table = sub.add_parser("table", help="side-by-side table of evaluation runs")
     table.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
     args = parser.parse_args(argv)

@@ -3,9 +3,10 @@
 ``prepare(item, cached, config, map_on)`` runs the product's own cheap stages on an item's
 cached detector instances and salient map (``tools.select_cache``):
 
+- the detector's duplicates merged (``merge_duplicates``, the ``dedupe`` stage);
 - with the map: ``Remover._salient_masks`` (the map's mask edges and the rescue of salient
   regions, exactly as ``Remover.run`` calls it), then ``compute_features`` with the map;
-- without: ``compute_features`` on the detector's instances alone;
+- without: ``compute_features`` on those instances alone;
 
 then ``pipeline.stages.segments.split_segments``, and measures every segment and instance
 against the GT main region (the ignore band not counted). Scores are left at 0: the ranker is
@@ -28,6 +29,7 @@ from pipeline.eval.dataset import EvalItem, load_ground_truth
 from pipeline.eval.metrics_select import iou
 from pipeline.eval.proposals import gt_masks
 from pipeline.features import compute_features
+from pipeline.stages.dedupe import merge_duplicates
 from pipeline.stages.fusion_features import segment_features
 from pipeline.stages.segments import Segment, kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
@@ -43,7 +45,7 @@ class Prepared:
 
     Attributes:
         instances: the pipeline's instances (features computed, ``score`` 0).
-        raw: the detector's instances as cached (for the detector-only rules).
+        raw: the detector's instances after the dedupe stage (for the detector-only rules).
         saliency: ``H×W float32`` map or None (map off).
         segments: ``split_segments(instances, saliency)``.
         seg_in, seg_out: ``(S,) int64`` pixels of each segment inside / outside the GT main
@@ -123,6 +125,7 @@ def prepare(
     if map_on and saliency is None:
         raise ValueError(f"cache entry of {item.name!r} holds no salient map")
     ranks = None
+    detected = list(cached.instances)
     if gt_proposals:
         found = gt_masks(item, gt)
         instances = [
@@ -130,10 +133,12 @@ def prepare(
             for k, (_, label, m) in enumerate(found)
         ]
         ranks = np.array([item.ranks.get(idx, 99) for idx, _, _ in found], np.int64)
-    elif map_on:
-        instances = apply_saliency(config, cached.instances, saliency)
     else:
-        instances = list(cached.instances)
+        # the product's dedupe stage, then (with the map) its salient_masks stage
+        instances = merge_duplicates(list(cached.instances), config.dedupe)
+        detected = instances
+        if map_on:
+            instances = apply_saliency(config, instances, saliency)
     instances = compute_features(gt.image, instances, saliency)
     segments = split_segments(instances, saliency)
     seg_in, seg_out = _measure(
@@ -148,7 +153,7 @@ def prepare(
         group=item_group(item),
         map_on=map_on,
         instances=instances,
-        raw=list(cached.instances),
+        raw=detected,
         saliency=saliency,
         segments=segments,
         seg_in=seg_in,

@@ -1,6 +1,6 @@
 """Train the main-subject ranker on synthetic scenes (``tools.synth``) and write it as JSON.
 
-    python -m tools.train_ranker reports/ranker/train/manifest.json -o models/ranker.json
+    python -m tools.train_ranker reports/ranker/train/manifest.json -o pipeline/models/ranker.json
 
 Pairwise, not pointwise: whether an instance is *the* subject depends on the other instances
 of its photo (a 10 %-area object is the subject of a still life and a bystander next to a

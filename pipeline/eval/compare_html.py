@@ -9,6 +9,7 @@ from pipeline.eval.aggregate import higher_is_better
 from pipeline.eval.comparison import Comparison, ItemDelta, MetricDelta
 from pipeline.eval.html_common import (
     Cell,
+    error_map_legend,
     esc,
     fmt,
     image_cell,
@@ -112,6 +113,7 @@ def render_compare(c: Comparison) -> str:
         "<h2>Per subclass</h2>",
         groups_table(c),
         "<h2>Items (worse beyond a threshold first)</h2>",
+        error_map_legend(),
         items_table(c),
     ]
     return page("layercut comparison", "\n".join(parts))

@@ -22,6 +22,12 @@ td.t{text-align:left} td.img{padding:1px} td.img img{display:block;max-width:256
 .worse{background:#f8c9c4;font-weight:600} .better{background:#cdebd0}
 .failed{color:#b00;font-weight:600} .muted{color:#888}
 .legend{color:#555;max-width:1100px}
+.scroll{overflow-x:auto;max-width:100%;margin:6px 0}
+.scroll>table{margin:0}
+code{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
+.swatch{display:inline-block;width:12px;height:12px;vertical-align:-1px;margin:0 4px 0 10px;
+border:1px solid #888}
 """
 
 SORT_SCRIPT = """
@@ -100,7 +106,8 @@ def image_cell(run_dir: Path, rel: str | None, alt: str) -> Cell:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], css_id: str = "") -> str:
-    """A ``<table class="sortable">`` with clickable headers."""
+    """A ``<table class="sortable">`` with clickable headers, in a box that scrolls sideways
+    when the table is wider than the window."""
     ident = f' id="{esc(css_id)}"' if css_id else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
@@ -112,9 +119,26 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], css_id: str = 
                 attrs += f' data-v="{esc(c.sort)}"'
             cells.append(f"<td{attrs}>{c.html}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    # the box scrolls sideways, not the page: a wide contact sheet fits any window
     return (
-        f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<div class="scroll"><table class="sortable"{ident}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def error_map_legend() -> str:
+    """A one-line key to the error map's colours (``pipeline.eval.thumbs.error_map``)."""
+    from pipeline.eval.thumbs import FALSE_POSITIVE_RGB, MISSED_RGB
+
+    def swatch(rgb: tuple[int, int, int]) -> str:
+        return f'<span class="swatch" style="background:rgb{tuple(rgb)}"></span>'
+
+    return (
+        '<p class="legend maplegend">Error map:'
+        f"{swatch(FALSE_POSITIVE_RGB)}kept, but not part of the ground truth (extra)"
+        f"{swatch(MISSED_RGB)}part of the ground truth, but not kept (missed)"
+        f"{swatch((80, 80, 80))}right (the photo, dimmed). Partial colour: partly wrong "
+        "alpha.</p>"
     )
 
 

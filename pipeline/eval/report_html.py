@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.eval.aggregate import COUNT_KEYS, HEADLINE, higher_is_better, metric_order
 from pipeline.eval.html_common import (
     Cell,
+    error_map_legend,
     esc,
     image_cell,
     number_cell,
@@ -117,6 +118,7 @@ def render_report(report: Mapping[str, Any], run_dir: Path) -> str:
         "<h2>Metrics per subclass</h2>",
         subclass_table(report),
         "<h2>Contact sheet</h2>",
+        error_map_legend(),
         contact_sheet(report, run_dir),
         "<h2>Configuration</h2>",
         "<details><summary>resolved configuration</summary><pre>"

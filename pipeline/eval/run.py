@@ -96,8 +96,8 @@ def header_note(options: EvalOptions) -> str:
     if options.proposals == "gt":
         return (
             "Instances come from ground truth (--proposals gt): ranking, selection and matting "
-            "are measured without a detector. The product's pretrained detector and SAM cannot "
-            "be downloaded on the evaluation machine, so this is how quality is measured there."
+            "are measured without a detector, as if detection and segmentation were perfect. "
+            "Use --proposals detector to measure the whole pipeline."
         )
     if options.proposals == "gt-trimap":
         return (

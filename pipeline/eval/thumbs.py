@@ -15,6 +15,9 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_THUMB_PX = 256
+# the error map's colours (RGB): kept but not in the ground truth / in the ground truth, missed
+FALSE_POSITIVE_RGB = (255, 30, 30)
+MISSED_RGB = (40, 90, 255)
 CHECKER_CELL_PX = 8
 _PALETTE = np.array(
     [
@@ -103,8 +106,8 @@ def error_map(
     out = np.repeat(base, 3, axis=2)
     fp = np.clip(diff, 0.0, 1.0)[..., None]
     fn = np.clip(-diff, 0.0, 1.0)[..., None]
-    out = out * (1.0 - fp) + fp * np.array([255.0, 30.0, 30.0])
-    out = out * (1.0 - fn) + fn * np.array([40.0, 90.0, 255.0])
+    out = out * (1.0 - fp) + fp * np.array(FALSE_POSITIVE_RGB, np.float64)
+    out = out * (1.0 - fn) + fn * np.array(MISSED_RGB, np.float64)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

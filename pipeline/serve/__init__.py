@@ -2,9 +2,11 @@
 
     layercut serve [--host 127.0.0.1] [--port 8000] [--config FILE] [--set KEY=VALUE ...]
                    [--workers 1] [--max-upload-mb 25] [--max-pixels 40000000]
-                   [--timeout-s 120] [--max-queue 8]
+                   [--timeout-s 120] [--max-queue 8] [--max-connections 64]
+                   [--body-idle-timeout-s 10] [--body-min-rate 1024]
 
-Models load once, before the socket opens; the app itself is ``pipeline.serve.app.create_app``.
+Models load once, before the socket opens; the app itself is ``pipeline.serve.app.create_app``
+and ``uvicorn_config`` the server settings that enforce ``ServeLimits`` at the connection level.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pipeline.cli_args import ArgumentParser, add_config_arguments
 from pipeline.serve.limits import MB, ServeLimits
 
-__all__ = ["ServeLimits", "build_parser", "create_app", "main"]
+__all__ = ["ServeLimits", "build_parser", "create_app", "main", "uvicorn_config"]
 
 
 def create_app(*args, **kwargs):
@@ -50,14 +52,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-queue", type=int, default=defaults.max_queue, help="requests waiting beyond workers"
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections before new requests get 503",
+    )
+    parser.add_argument(
+        "--body-idle-timeout-s",
+        type=float,
+        default=defaults.body_idle_timeout_s,
+        help="longest pause within an upload (408 beyond)",
+    )
+    parser.add_argument(
+        "--body-min-rate",
+        type=float,
+        default=defaults.body_min_bytes_per_s,
+        metavar="BYTES_PER_S",
+        help=f"slowest average upload accepted after {defaults.body_grace_s:g} s (408 below)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
+
+
+def uvicorn_config(app, host: str, port: int, limits: ServeLimits, log_level: str = "info"):
+    """The ``uvicorn.Config`` that serves ``app`` with ``limits``' connection bounds: at most
+    ``max_connections`` open connections (503 beyond), idle keep-alive connections closed after
+    ``keep_alive_s``. The body bounds are enforced by the app (``pipeline.serve.upload``)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        # uvicorn counts the arriving connection too: +1 lets max_connections be served at once
+        limit_concurrency=limits.max_connections + 1,
+        timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        h11_max_incomplete_event_size=64 * 1024,  # request line + headers
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until interrupted. Exit status: 0 after a clean stop, 1 when the models
     cannot be loaded, 2 for bad usage (unknown option, bad config key, bad limit)."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if not 0 <= args.port <= 65535:  # before any model loads (0 = any free port)
+        parser.error(f"argument --port: must be in 0..65535, got {args.port}")
     from pipeline.api import Remover
     from pipeline.config import load_config
 
@@ -68,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_s=args.timeout_s,
             workers=args.workers,
             max_queue=args.max_queue,
+            max_connections=args.max_connections,
+            body_idle_timeout_s=args.body_idle_timeout_s,
+            body_min_bytes_per_s=args.body_min_rate,
         )
         config = load_config(args.config, args.overrides, args.device)
     except ValueError as exc:
@@ -88,5 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = create_app(removers, limits)
     print(f"layercut serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, limits, args.log_level))
+    server.run()
+    return 0 if server.started else 1

@@ -2,9 +2,11 @@
 at ``/`` and the generated OpenAPI docs at ``/docs``.
 
 Models are loaded before the app is built (one model set per worker thread) and shared by all
-requests. Each request is admitted through a bounded gate (503 + ``Retry-After`` when full),
-its body is read with a byte cap, and decoding, inference and encoding run in a bounded thread
-pool, never on the event loop. No endpoint takes a path from the client.
+requests. Each request's body is read first, with a byte cap and time bounds
+(``pipeline.serve.upload``), and only then admitted through a bounded gate (503 +
+``Retry-After`` when full), so a slow upload never holds a slot; decoding, inference and
+encoding run in a bounded thread pool, never on the event loop. No endpoint takes a path from
+the client.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.outputs import FORMAT_NAMES, encode, get_format
@@ -34,21 +35,24 @@ from pipeline.serve.decode import decode_upload
 from pipeline.serve.encode import ZIP_MEDIA_TYPE, layers_document, layers_zip
 from pipeline.serve.errors import ApiError
 from pipeline.serve.limits import AdmissionGate, ServeLimits
+from pipeline.serve.upload import ClientGone, read_upload
 from pipeline.types import KeepMode
 
 log = logging.getLogger("layercut.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# room for the multipart boundary and part headers around the file itself
-MULTIPART_ENVELOPE_BYTES = 64 * 1024
 
 REMOVE_DESCRIPTION = """
 Remove the background of one image.
 
 **Input**: the image as a multipart field `file` (`multipart/form-data`) or as the raw request
-body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
+body (any `Content-Type`, e.g. `image/jpeg`). JPEG (MPO too), PNG, WebP, TIFF, BMP, GIF; no other
+format is decoded.
 
 **Output** by query:
 - default: the composite of the kept subjects, RGBA `image/png` (`format=webp`: `image/webp`);
+- `background=<colour>|blur` (`white`, `#00ff00`, `rgb(0,255,0)`, or `blur`: the photo
+  blurred): the kept subjects laid over it, without alpha (RGB `image/png` or `image/webp`);
+- `mask=true` (or `format=mask`): the alpha alone as a grey 8-bit PNG (mode L);
 - `debug=true` without `layers`: the debug view instead (every instance outlined, numbered and
   coloured by role), `image/png`;
 - `layers=true`: `application/zip` with one full-size RGBA file per ranked layer
@@ -56,8 +60,10 @@ body (any `Content-Type`, e.g. `image/jpeg`). JPEG, PNG, WebP, TIFF, BMP, GIF.
   role, reason, box, features and `file`) and, with `debug=true`, `debug.png`;
 - `format=json`: `application/json` — the `layers.json` document where each layer also carries
   `png` (base64 RGBA PNG **cropped** to the layer's matte) placed at `x0`, `y0` (size
-  `crop_width` × `crop_height`), plus `modes` (roles, reasons and on/off switches under every
-  keep mode, so a client can switch modes without another request), `ambiguous`, and with
+  `crop_width` × `crop_height`) and `mask_png` (its instance mask at `mask_x0`, `mask_y0`: a
+  shown layer's soft edge stays off the masks of hidden ones), plus `modes` (roles, reasons and
+  on/off switches under every keep mode, so a client can switch modes without another
+  request), `ambiguous`, and with
   `debug=true` a base64 `debug_png`. The web page at `/` uses this form and composes the enabled
   layers itself: alpha = 1 − Π(1 − aᵢ), colour = alpha-weighted mean of the layer colours.
 
@@ -66,8 +72,9 @@ Response headers: `X-Layercut-Keep`, `X-Layercut-Ambiguity`, `X-Layercut-Layers`
 the best candidate was kept instead: the JSON's `fallback` says why; `0` otherwise).
 
 **Errors** are JSON `{"error": "...", "detail": "..."}`: 400 unreadable/truncated image or
-missing `file`, 413 upload or pixel count over the limit, 415 not an image, 422 bad query value,
-503 queue full (with `Retry-After`), 504 past the per-request timeout, 500 a pipeline failure.
+missing `file`, 408 a body that stalls or trickles in (see the server's limits), 413 upload or
+pixel count over the limit, 415 not an image in a decoded format, 422 bad query value, 503 queue
+full (with `Retry-After`), 504 past the per-request timeout, 500 a pipeline failure.
 """
 
 _ERROR_SCHEMA = {
@@ -106,6 +113,7 @@ _REMOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
         code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
         for code, text in (
             (400, "Unreadable image or missing file"),
+            (408, "Request body too slow or stalled"),
             (413, "Upload or pixel count over the limit"),
             (415, "Not an image"),
             (422, "Bad query parameter"),
@@ -131,6 +139,7 @@ class Job:
     fmt: str
     layers: bool
     debug: bool
+    background: Any = None  # pipeline.background.parse_background's colour or "blur"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +188,7 @@ class ServeState:
             body = encode(layers.debug_view(), "png", **options)
             media_type = get_format("png").media_type
         else:
-            body = encode(layers.composite(), job.fmt, **options)
+            body = encode(layers.composite(background=job.background), job.fmt, **options)
             media_type = get_format(job.fmt).media_type
         headers = {
             "X-Layercut-Keep": layers.keep.value,
@@ -190,44 +199,6 @@ class ServeState:
             "X-Layercut-Seconds": f"{time.perf_counter() - start:.3f}",
         }
         return Result(body, media_type, headers)
-
-
-async def read_upload(request: Request, max_upload_bytes: int) -> bytes:
-    """The image bytes of a multipart ``file`` field or of the raw body, at most
-    ``max_upload_bytes`` (413 as soon as more arrive, before buffering them)."""
-    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
-    cap = max_upload_bytes + (MULTIPART_ENVELOPE_BYTES if multipart else 0)
-    limit = f"the upload exceeds this server's limit of {max_upload_bytes} bytes"
-    too_big = ApiError(413, "upload too large", limit)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise too_big
-    if not multipart:
-        return bytes(body)
-
-    async def replay() -> dict[str, Any]:  # the body is already in memory: parse it from there
-        return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(
-                400,
-                "missing file",
-                "send the image as the multipart field 'file' or as the raw request body",
-            )
-        data = await upload.read()
-    finally:
-        await form.close()
-    if len(data) > max_upload_bytes:
-        raise too_big
-    return data
 
 
 def _error_response(error: ApiError) -> JSONResponse:
@@ -317,7 +288,18 @@ def create_app(
         fmt: Annotated[OutputFormat, Query(alias="format")] = OutputFormat["png"],
         layers: Annotated[bool, Query(description="ZIP of ranked layers + layers.json")] = False,
         debug: Annotated[bool, Query(description="debug view, or debug.png in ZIP/JSON")] = False,
+        background: Annotated[
+            str | None, Query(description="a colour ('white', '#00ff00') or blur; no alpha")
+        ] = None,
+        mask: Annotated[bool, Query(description="the alpha as a grey PNG (format=mask)")] = False,
     ) -> Response:
+        fmt_name, back = _image_options(fmt.value, background, mask, layers or debug)
+        try:  # the whole body first: a slow upload must not hold an inference slot
+            data = await read_upload(request, limits)
+        except ClientGone as exc:
+            client = request.client.host if request.client else "?"
+            log.info("client %s closed the connection during its upload (%s)", client, exc)
+            return Response(status_code=400, headers={"Connection": "close"})
         if not state.gate.try_enter():
             raise ApiError(
                 503,
@@ -325,23 +307,15 @@ def create_app(
                 f"{state.gate.capacity} requests are already running or queued; retry later",
                 {"Retry-After": str(limits.retry_after_s)},
             )
-        deadline = time.monotonic() + limits.timeout_s
         handed_to_worker = False
         try:
-            try:
-                data = await asyncio.wait_for(
-                    read_upload(request, limits.max_upload_bytes), limits.timeout_s
-                )
-            except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
-                raise _timeout(limits) from None
-            job = Job(data, keep, fmt.value, layers, debug)
+            job = Job(data, keep, fmt_name, layers, debug, back)
             future = state.executor.submit(state.process, job)
             # the slot is freed when the work ends (also when cancelled before it started)
             future.add_done_callback(lambda _: state.gate.leave())
             handed_to_worker = True
             try:
-                remaining = max(deadline - time.monotonic(), 0.001)
-                result = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
+                result = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
             except asyncio.TimeoutError:  # an alias of TimeoutError from 3.11
                 raise _timeout(limits) from None
         finally:
@@ -355,7 +329,31 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # the page links it; other clients ask this path
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
     return app
+
+
+def _image_options(fmt: str, background: str | None, mask: bool, other: bool) -> tuple[str, Any]:
+    """(format, parsed background) of the ``format``, ``background`` and ``mask`` queries; 422
+    when they contradict each other or the background is not a colour or ``blur``."""
+    from pipeline.background import parse_background
+
+    if mask:
+        if fmt not in ("png", "mask"):
+            raise ApiError(422, "invalid parameter", f"mask=true writes a PNG mask, not {fmt}")
+        fmt = "mask"
+    if background is None:
+        return fmt, None
+    if fmt in ("mask", "json") or other:
+        what = "a mask" if fmt == "mask" else "the layers, JSON or debug view"
+        raise ApiError(422, "invalid parameter", f"background does not apply to {what}")
+    try:  # never a path: a client names no file on the server
+        return fmt, parse_background(background, files=False)
+    except ValueError as exc:
+        raise ApiError(422, "invalid parameter", f"background: {exc}") from None
 
 
 def _timeout(limits: ServeLimits) -> ApiError:

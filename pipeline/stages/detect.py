@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DetectConfig
-from pipeline.stages.ultra import import_ultralytics, resolve_torch_device, restore_threads
+from pipeline.stages.safe_load import CheckpointRefusedError, pickle_globals
+from pipeline.stages.ultra import (
+    import_ultralytics,
+    load_yolo,
+    resolve_torch_device,
+    restore_threads,
+)
 from pipeline.types import Instance, check_image
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +64,49 @@ def onnx_task_and_side(path: Path) -> tuple[str | None, int | None]:
     if len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
         side = int(shape[2])
     return task, side
+
+
+# what an Ultralytics checkpoint may name; anything else is shown in the refusal message
+_ULTRALYTICS_CHECKPOINT_MODULES = ("torch.", "ultralytics.", "collections.", "numpy.", "pathlib.")
+
+
+def _load_checkpoint(path: Path):
+    """``YOLO`` for a ``.pt`` loaded with weights-only unpickling (``ultra.load_yolo``).
+
+    Raises ``CheckpointRefusedError`` (one line: the file, the globals that would need code, how to
+    convert it) when the pickle names anything beyond Ultralytics' model classes, and
+    ``ValueError`` naming the file for any other load failure.
+    """
+    try:
+        return load_yolo(path)
+    except CheckpointRefusedError:
+        raise
+    except Exception as exc:  # Ultralytics' and torch's error types; re-raised with the file named
+        chain = [exc, exc.__cause__, exc.__context__]
+        refused = any(
+            type(e).__name__ == "UnpicklingError" or "outside the supported" in str(e)
+            for e in chain
+            if e is not None
+        ) or isinstance(exc, ModuleNotFoundError)
+        if refused:
+            with open(path, "rb") as file:
+                try:
+                    names = pickle_globals(file, path)
+                except CheckpointRefusedError as inner:  # not even a torch.save archive
+                    raise CheckpointRefusedError(
+                        f"cannot load detector checkpoint {inner}"
+                    ) from exc
+            foreign = sorted(n for n in names if not n.startswith(_ULTRALYTICS_CHECKPOINT_MODULES))
+            shown = ", ".join(foreign[:4]) or "classes outside Ultralytics' allow-list"
+            raise CheckpointRefusedError(
+                f"{path}: refused: loading this checkpoint would run code from the file (it "
+                f"references {shown}); layercut loads .pt files weights-only; export it to ONNX "
+                "in an environment you trust (yolo export model=FILE format=onnx) and set "
+                "detect.weights to the .onnx file"
+            ) from exc
+        first = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
+        first = first.replace("ERROR ❌️ ", "")
+        raise ValueError(f"cannot load detector checkpoint {path}: {first}") from exc
 
 
 class YoloDetector:
@@ -115,12 +164,7 @@ class YoloDetector:
                 self.imgsz = side
             self.model = ultralytics.YOLO(str(path), task="segment")
         else:
-            try:
-                # Ultralytics' own loader: it knows its checkpoint layout and, with
-                # ULTRALYTICS_SAFE_LOAD set by pipeline.stages.ultra, unpickles with weights_only.
-                self.model = ultralytics.YOLO(str(path))
-            except Exception as exc:  # re-raised with the file named, cause chained
-                raise ValueError(f"cannot load detector checkpoint {path}: {exc}") from exc
+            self.model = _load_checkpoint(path)
             if self.model.task != "segment":
                 raise ValueError(
                     f"{path} is a {self.model.task!r} model, not an instance segmentation "

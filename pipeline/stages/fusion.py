@@ -157,13 +157,14 @@ def _orphan_instances(image, instances, orphans, probability, segments, fallback
 
 
 def build_fusion(model_name: str) -> KeepFusion:
-    """The stage for ``select.model``: a JSON path or the name of a file in ``models/``."""
-    from pipeline.stages.rank import ranker_path
+    """The stage for ``select.model``: a JSON path or the name of a file in
+    ``pipeline/models/`` (shipped in the package)."""
+    from pipeline.config import ranker_path
 
     path = ranker_path(model_name)
     if path is None:
         raise ValueError(
             f"keep model not found: {model_name!r}; set select.model to a JSON path or the "
-            "name of a file in models/"
+            "name of a file in pipeline/models/"
         )
     return KeepFusion(KeepModel.from_json(path))

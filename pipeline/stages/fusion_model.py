@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,10 @@ class KeepModel:
         return _sigmoid(np.asarray(z, np.float64))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> KeepModel:
-        """Load a JSON file; a missing or invalid file raises ``ValueError`` naming it."""
-        path = Path(path)
+    def from_json(cls, path: str | Path | Traversable) -> KeepModel:
+        """Load a JSON file (a path, or a file of the installed package: ``MODELS_DIR / name``);
+        a missing or invalid file raises ``ValueError`` naming it."""
+        path = Path(path) if isinstance(path, str) else path
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,12 @@ class LinearRanker:
             return 1.0 / (1.0 + np.exp(-z))
         return z
 
+    def contributions(self, instances: Sequence[Instance]) -> np.ndarray:
+        """``(N, F) float64``: each feature's share of each instance's score before the link,
+        ``coef · (x - mean) / scale`` (the score is ``link(intercept + row sum)``), columns in
+        ``self.features`` order. What moved an instance up or down (the debug view)."""
+        return (self.matrix(instances) - self.mean) / self.scale * self.coef
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (see the module docstring)."""
         return {
@@ -135,9 +142,10 @@ class LinearRanker:
             raise ValueError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> LinearRanker:
-        """Load a JSON file; a missing, unreadable or invalid file raises ``ValueError``."""
-        path = Path(path)
+    def from_json(cls, path: str | Path | Traversable) -> LinearRanker:
+        """Load a JSON file (a path, or a file of the installed package: ``MODELS_DIR / name``);
+        a missing, unreadable or invalid file raises ``ValueError``."""
+        path = Path(path) if isinstance(path, str) else path
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -218,9 +226,10 @@ PRIOR = LinearRanker(
 
 
 def build_ranker(config: RankConfig) -> Ranker:
-    """``"prior"`` → ``PRIOR``; otherwise a JSON path, or the name of a file in ``models/``.
+    """``"prior"`` → ``PRIOR``; otherwise a JSON path, or the name of a file in
+    ``pipeline/models/`` (``MODELS_DIR``, shipped in the package).
 
-    A bare name is looked up as ``models/<name>`` then ``models/<name>.json``
+    A bare name is looked up as ``MODELS_DIR/<name>`` then ``MODELS_DIR/<name>.json``
     (``pipeline.config.ranker_path``). A file that does not exist or is invalid raises
     ``ValueError`` naming it.
     """
@@ -231,6 +240,6 @@ def build_ranker(config: RankConfig) -> Ranker:
     if path is None:  # RankConfig checked it; the file went away since
         raise ValueError(
             f"ranker file not found: {model!r} (looked for it and in {MODELS_DIR}); "
-            "set rank.model to 'prior', a JSON path or a file name in models/"
+            "set rank.model to 'prior', a JSON path or a file name in pipeline/models/"
         )
     return LinearRanker.from_json(path)

@@ -115,9 +115,13 @@ class IsnetSaliency:
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         # One image at a time: parallel branches do not pay for their extra threads on CPU.
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's own error types: one line naming the file
+            detail = " ".join(str(exc).split()).replace(f"Load model from {path} failed:", "")
+            raise ValueError(f"{path}: not a loadable ONNX model ({detail.strip()})") from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{path.name}: expected one input, got {len(inputs)}")

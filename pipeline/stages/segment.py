@@ -10,8 +10,9 @@ Both decode with ``multimask_output=False``: a box is an unambiguous prompt, for
 authors recommend the single-mask output (the three multimask outputs exist for ambiguous point
 prompts, and picking among them by predicted IoU favours small parts of the object).
 
-Both load checkpoints with ``torch.load(weights_only=True)`` into a model built without weights,
-instead of the libraries' own loaders, which unpickle with ``weights_only=False``.
+Both load checkpoints with ``pipeline.stages.safe_load.load_state_dict`` (a static check that the
+pickle names only tensors, then ``torch.load(weights_only=True)``) into a model built without
+weights, instead of the libraries' own loaders, which unpickle with ``weights_only=False``.
 """
 
 from __future__ import annotations
@@ -24,34 +25,13 @@ import numpy as np
 
 from pipeline.config import SegmentModel
 from pipeline.protocols import Segmenter
+from pipeline.stages.safe_load import load_state_dict
 from pipeline.stages.ultra import import_ultralytics, resolve_torch_device, restore_threads
 from pipeline.types import Instance, check_image, check_mask
 
 SEGMENTER_NAMES: tuple[str, ...] = typing.get_args(SegmentModel)  # declared in pipeline.config
 SAM_MODELS = tuple(name for name in SEGMENTER_NAMES if name.startswith("sam_"))
 SAM_INPUT_PX = 1024  # side of SAM's square encoder input (all variants, MobileSAM included)
-
-
-def load_state_dict(path: Path, model_name: str) -> dict:
-    """Tensors of a SAM checkpoint: a plain state dict, or one nested under ``"model"``.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it
-    is not a state dict (weights_only loading refuses anything that would run code).
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_name} weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # re-raised with the file named, cause chained
-        raise ValueError(f"cannot load {model_name} weights {path}: {exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path} is not a {model_name} state dict")
-    return state
 
 
 def _load_into(module, state: dict, path: Path, model_name: str) -> None:

@@ -41,6 +41,9 @@ Rules (thresholds from ``SelectConfig``):
 5. **Nothing portable** (or no instance): the rules keep nothing, ambiguity is 1.0 and the
    alternatives are the top-scoring instances one by one (``never_empty`` then keeps the best).
 
+Reasons name another instance with ``pipeline.types.instance_ref(id)``; ``Layers`` shows it as
+the rank of that instance's layer (what files, the page and the debug view number).
+
 Ambiguity: candidates are grouped (a person with the objects they interact with is one group),
 and ``ambiguity = 1 - min(1, margin / CLEAR_MARGIN_REL)`` with ``margin = (s1 - s2) / s1`` the
 relative score margin between the best and second-best group leads: 0 with a single group or a
@@ -57,7 +60,7 @@ import numpy as np
 from pipeline.config import SelectConfig
 from pipeline.stages.select_fragments import absorb_fragments
 from pipeline.stages.select_learned import learned_partners, never_empty, select_learned
-from pipeline.types import Decision, Instance, KeepMode, Role, Selection
+from pipeline.types import Decision, Instance, KeepMode, Role, Selection, instance_ref
 
 PERSON_LABEL = "person"
 # weight of the bottom side in the truncation gate (see rule 1)
@@ -232,7 +235,7 @@ def select_by_rules(
         f = instances[k].features
         roles[k] = Role.INTERACTING
         reasons[k] = (
-            f"held/ridden by person #{instances[partner].id} "
+            f"held/ridden by person {instance_ref(instances[partner].id)} "
             f"(interaction {f['interaction']:.2f}, contact {f['contact']:.1f})"
         )
     if mode is KeepMode.ALL:

@@ -28,7 +28,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from pipeline.types import Decision, Instance, Role, Selection, check_saliency
+from pipeline.types import Decision, Instance, Role, Selection, check_saliency, instance_ref
 
 SEED_AT = 0.5  # a kept instance's pixels at or above this map value seed its region
 KEPT_ROLES = (Role.MAIN, Role.INTERACTING, Role.KEPT)
@@ -93,7 +93,7 @@ def absorb_fragments(
         host = int(np.bincount(owners).argmax())
         share = owners.size / area_px
         reason = (
-            f"part of #{instances[host].id}'s salient region ({share:.0%} inside); "
+            f"part of {instance_ref(instances[host].id)}'s salient region ({share:.0%} inside); "
             f"alone: {decisions[k].reason}"
         )
         decisions[k] = Decision(decisions[host].role, reason)

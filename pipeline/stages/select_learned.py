@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pipeline.config import SelectConfig
 from pipeline.features.interaction import PERSON_LABEL
 from pipeline.stages.fusion_model import KEEP_AT
-from pipeline.types import Decision, Instance, KeepMode, Role, Selection
+from pipeline.types import Decision, Instance, KeepMode, Role, Selection, instance_ref
 
 
 def select_learned(
@@ -57,7 +57,7 @@ def select_learned(
             and f["interaction"] >= config.min_interaction
         )
         if held:
-            reason = f"held/ridden by person #{partner} ({reason})"
+            reason = f"held/ridden by person {instance_ref(partner)} ({reason})"
         decisions.append(Decision(Role.INTERACTING if held else Role.MAIN, reason))
     return Selection(tuple(decisions), rules.ambiguity, rules.alternatives, fallback)
 
@@ -80,7 +80,7 @@ def learned_partners(instances: Sequence[Instance], selection: Selection) -> Sel
             continue
         decisions[k] = Decision(
             Role.INTERACTING,
-            f"kept with person #{partner} by the keep decision ({f['keep_prob']:.2f}, "
+            f"kept with person {instance_ref(partner)} by the keep decision ({f['keep_prob']:.2f}, "
             f"interaction {f['interaction']:.2f})",
         )
     return dataclasses.replace(selection, decisions=tuple(decisions))

@@ -13,10 +13,22 @@ Left alone, importing and running Ultralytics:
 already set wins), keeps Ultralytics' settings in the layercut cache, and undoes the
 ``OMP_NUM_THREADS`` change. ``restore_threads(n)`` puts torch back to the configured thread count;
 adapters call it after every Ultralytics predict call.
+
+``load_yolo(path)`` loads a ``.pt`` checkpoint with Ultralytics' weights-only unpickling (its
+allow-list of model classes, its restricted model builder) whatever ``ULTRALYTICS_SAFE_LOAD``
+says and whenever Ultralytics was first imported: Ultralytics reads that switch once, at import,
+so an application that imported it first, or ``ULTRALYTICS_SAFE_LOAD=0``, would otherwise get a
+full unpickle that runs any code the file names. ``import_ultralytics`` wraps
+``ultralytics.nn.tasks.torch_safe_load`` once with a per-thread/per-task switch
+(``contextvars``): inside ``load_yolo`` it is called with ``safe_only=True``; everywhere else
+(the application's own Ultralytics calls) it behaves exactly as before.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import os
 import sys
 import threading
@@ -25,16 +37,20 @@ from types import ModuleType
 
 _LOCK = threading.Lock()
 _MODULE: ModuleType | None = None
+# Set (to a list collecting the loaded paths) only while ``load_yolo`` runs.
+_SAFE_LOADING: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "layercut_safe_loading", default=None
+)
 
 # Read by Ultralytics once, at import time (ultralytics/utils/__init__.py in 8.4.x).
 _ENV_DEFAULTS = {
     "YOLO_AUTOINSTALL": "false",  # never pip-install at run time
     "YOLO_OFFLINE": "1",  # no DNS probe at import; is_online() is False, so no downloads either
     "YOLO_VERBOSE": "false",  # no per-call console output; layercut reports on its own
-    # Opt in to Ultralytics' weights_only loading with its allow-list of model classes:
-    # a .pt checkpoint is then loaded without executing arbitrary pickled code.
-    "ULTRALYTICS_SAFE_LOAD": "1",
 }
+# ULTRALYTICS_SAFE_LOAD is not set: it is read once at import (an application may have imported
+# Ultralytics first) and would change the application's own loads; load_yolo forces weights-only
+# loading per call instead.
 
 
 def layercut_cache_dir() -> Path:
@@ -79,6 +95,7 @@ def import_ultralytics() -> ModuleType:
         if own_settings:
             _keep_settings_in_cache(SETTINGS)
         _restore_pillow_open()
+        _gate_torch_safe_load()
         _MODULE = ultralytics
         return ultralytics
 
@@ -153,3 +170,73 @@ def _restore_pillow_open() -> None:
     original = getattr(patches, "_image_open", None)
     if original is not None:
         Image.open = original
+
+
+def _gate_torch_safe_load() -> None:
+    """Wrap ``ultralytics.nn.tasks.torch_safe_load`` so that ``load_yolo`` forces its
+    ``safe_only=True`` (see the module docstring); a no-op when already wrapped or absent."""
+    from ultralytics.nn import tasks
+
+    original = getattr(tasks, "torch_safe_load", None)
+    if original is None or getattr(original, "_layercut_gate", False):
+        return
+
+    @functools.wraps(original)
+    def torch_safe_load(weight, safe_only=None):
+        loaded = _SAFE_LOADING.get()
+        if loaded is None:  # not ours: exactly Ultralytics' behaviour
+            return original(weight, safe_only=safe_only)
+        loaded.append(str(weight))
+        return original(weight, safe_only=True)
+
+    torch_safe_load._layercut_gate = True  # type: ignore[attr-defined]
+    tasks.torch_safe_load = torch_safe_load
+
+
+def _safe_load_unavailable(tasks) -> str | None:
+    """Why this torch/Ultralytics pair cannot load a ``.pt`` without full unpickling, or None."""
+    import torch
+
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        return f"torch {torch.__version__} has no restricted checkpoint loading (needs ≥ 2.6)"
+    wrapped = getattr(tasks.torch_safe_load, "__wrapped__", tasks.torch_safe_load)
+    safe_load = getattr(tasks, "_SafeLoad", None)
+    if (
+        not getattr(tasks.torch_safe_load, "_layercut_gate", False)
+        or "safe_only" not in inspect.signature(wrapped).parameters
+        or "torch_safe_load" not in tasks.load_checkpoint.__code__.co_names
+        or (safe_load is not None and not getattr(safe_load, "SUPPORTED", False))
+    ):
+        return "this Ultralytics version offers no weights-only loading layercut can rely on"
+    return None
+
+
+def load_yolo(path: Path):
+    """``ultralytics.YOLO`` for a ``.pt`` checkpoint, unpickled with ``weights_only=True``.
+
+    Raises ``pipeline.stages.safe_load.CheckpointRefusedError`` when this torch/Ultralytics pair
+    cannot load it that way; Ultralytics' own errors (a file needing code, a corrupt file)
+    propagate for the caller to name the file.
+    """
+    from pipeline.stages.safe_load import CONVERT_HINT, CheckpointRefusedError
+
+    ultralytics = import_ultralytics()
+    from ultralytics.engine import model as engine_model
+    from ultralytics.nn import tasks
+
+    reason = _safe_load_unavailable(tasks)
+    if reason is None and engine_model.load_checkpoint is not tasks.load_checkpoint:
+        reason = "Ultralytics' model loader changed (load_checkpoint is not the checked one)"
+    if reason is not None:
+        raise CheckpointRefusedError(f"{path}: not loaded: {reason}; {CONVERT_HINT}")
+    loaded: list[str] = []
+    token = _SAFE_LOADING.set(loaded)
+    try:
+        model = ultralytics.YOLO(str(path))
+    finally:
+        _SAFE_LOADING.reset(token)
+    if not loaded:  # the loader was bypassed: never hand out a model loaded some other way
+        raise CheckpointRefusedError(
+            f"{path}: Ultralytics did not load it through its weights-only path"
+        )
+    return model

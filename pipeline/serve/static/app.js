@@ -1,10 +1,16 @@
 // layercut page: upload → POST /v1/remove?format=json → compose the enabled layers in the
 // browser. The JSON carries every layer as a cropped RGBA PNG (x0, y0) and the roles under every
 // keep mode, so toggles and the keep-mode switch re-composite here without another request.
+// The background (none, a colour, the photo blurred) and the mask download follow the server's
+// `background=<colour>|blur` and `mask=true` queries, drawn here so that the toggles apply.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const ROLE_COLOURS = { main: "#16a34a", interacting: "#2563eb", kept: "#d97706", dropped: "#dc2626" };
+
+// the server's "blur" background: a Gaussian of this share of the photo's longest side
+// (pipeline/background.py, BLUR_RADIUS_FRAC); a canvas blur(σ) takes the same σ
+const BLUR_RADIUS_FRAC = 0.02;
 
 const state = {
   file: null,
@@ -12,6 +18,7 @@ const state = {
   crops: [],        // per layer (rank order): {x0, y0, w, h, data: Uint8ClampedArray RGBA}
   enabled: [],      // per layer: on/off
   mode: "main",
+  layersRGBA: null, // ImageData of the enabled layers over transparency
   composed: 0,      // how many times the canvas was composed (tests wait on it)
 };
 
@@ -26,6 +33,14 @@ function pick(file) {
   preview.hidden = false;
   $("run").disabled = false;
   showError("");
+  clearResult();  // a result of the previous photo must not be downloaded under this name
+}
+
+function clearResult() {
+  state.doc = null;
+  state.crops = [];
+  state.layersRGBA = null;
+  $("result-panel").hidden = true;
 }
 
 $("file").addEventListener("change", (e) => pick(e.target.files[0]));
@@ -42,7 +57,10 @@ drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " "
 function showError(text) {
   $("error").textContent = text;
   $("error").hidden = !text;
-  if (text) document.body.dataset.state = "error";
+  if (text) {
+    document.body.dataset.state = "error";
+    clearResult();  // no stale result (or its Download button) beside the error
+  }
 }
 
 // ---------------------------------------------------------------- request with progress
@@ -97,6 +115,7 @@ $("run").addEventListener("click", async () => {
     document.body.dataset.state = "done";
   } catch (err) {
     $("status").textContent = "";
+    $("progress-box").hidden = true;
     showError(err.message);
   } finally {
     $("run").disabled = false;
@@ -105,17 +124,30 @@ $("run").addEventListener("click", async () => {
 });
 
 // ---------------------------------------------------------------- result
-async function decodeCrop(entry) {
+async function decodePNG(base64) {
   const img = new Image();
-  img.src = `data:image/png;base64,${entry.png}`;
+  img.src = `data:image/png;base64,${base64}`;
   await img.decode();
   const canvas = document.createElement("canvas");
   canvas.width = img.naturalWidth;
   canvas.height = img.naturalHeight;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(img, 0, 0);
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  return { x0: entry.x0, y0: entry.y0, w: canvas.width, h: canvas.height, data, canvas };
+  return { canvas, data: ctx.getImageData(0, 0, canvas.width, canvas.height).data };
+}
+
+async function decodeCrop(entry) {
+  const { canvas, data } = await decodePNG(entry.png);
+  const mask = await decodePNG(entry.mask_png);  // grey, white inside the instance
+  return {
+    x0: entry.x0, y0: entry.y0, w: canvas.width, h: canvas.height, data, canvas,
+    mask: { x0: entry.mask_x0, y0: entry.mask_y0, w: mask.canvas.width, h: mask.canvas.height, data: mask.data },
+  };
+}
+
+function inMask(mask, px, py) {
+  const x = px - mask.x0, y = py - mask.y0;
+  return x >= 0 && y >= 0 && x < mask.w && y < mask.h && mask.data[(y * mask.w + x) * 4] > 127;
 }
 
 async function show(doc) {
@@ -169,7 +201,7 @@ function renderLayerList() {
     const title = document.createElement("b");
     title.textContent = `#${layer.rank} ${layer.label}`;
     const facts = document.createElement("div");
-    facts.textContent = `score ${layer.score.toFixed(3)} · ${layer.role}`;
+    facts.className = "facts";
     const reason = document.createElement("div");
     reason.className = "reason";
     reason.textContent = layer.reason;
@@ -181,12 +213,32 @@ function renderLayerList() {
     toggle.title = "show this layer";
     toggle.addEventListener("change", () => {
       state.enabled[i] = toggle.checked;
+      showLayerState(li, i);
       compose();
       drawOverlay();
     });
     li.append(thumb, meta, toggle);
+    showLayerState(li, i);
     list.append(li);
   });
+}
+
+// The role is the keep policy's; on/off is what the composite shows, and a switch that
+// differs from the policy's choice says so.
+function layerState(i) {
+  const layer = state.doc.layers[i];
+  const policyOn = state.doc.modes[state.mode].enabled[i];
+  const on = state.enabled[i];
+  const shown = on ? "shown" : "hidden";
+  return { on, switched: on !== policyOn, text: `score ${layer.score.toFixed(3)} · ${layer.role} · ${shown}` };
+}
+
+function showLayerState(li, i) {
+  const s = layerState(i);
+  li.classList.toggle("off", !s.on);
+  const facts = li.querySelector(".facts");
+  facts.textContent = s.switched ? `${s.text} by you` : s.text;
+  facts.classList.toggle("switched", s.switched);
 }
 
 function renderAmbiguity() {
@@ -197,13 +249,13 @@ function renderAmbiguity() {
   if (box.hidden) return;
   $("ambiguity-text").textContent =
     `The main subject is ambiguous (${Math.round(m.ambiguity * 100)}%). Did you mean:`;
-  const buttons = alternatives.map((ids) => {
-    const names = state.doc.layers.filter((l) => ids.includes(l.id)).map((l) => `#${l.rank} ${l.label}`);
+  const buttons = alternatives.map((ranks) => {  // each alternative lists layer ranks
+    const names = state.doc.layers.filter((l) => ranks.includes(l.rank)).map((l) => `#${l.rank} ${l.label}`);
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = names.join(" + ") || "nothing";
     button.addEventListener("click", () => {
-      state.enabled = state.doc.layers.map((l) => ids.includes(l.id));
+      state.enabled = state.doc.layers.map((l) => ranks.includes(l.rank));
       renderLayerList();
       compose();
       drawOverlay();
@@ -213,13 +265,26 @@ function renderAmbiguity() {
   $("alternatives").replaceChildren(...buttons);
 }
 
-// Same maths as pipeline.layers.Layers: alpha = 1 − Π(1 − aᵢ); colour = Σ aᵢ·cᵢ / Σ aᵢ.
+// Same maths as pipeline.layers.Layers: alpha = 1 − Π(1 − aᵢ); colour = Σ aᵢ·cᵢ / Σ aᵢ; and
+// a shown layer's soft edge never paints the mask of a hidden one (no ghost of an occluder
+// that was switched off), except inside its own mask.
 function compose() {
   const { width: W, height: H } = state.doc;
   const n = W * H;
   const keepOut = new Float32Array(n).fill(1);
   const colour = new Float32Array(n * 3);
   const weight = new Float32Array(n);
+  const hidden = new Uint8Array(n);
+  state.crops.forEach((crop, i) => {
+    if (state.enabled[i]) return;
+    const m = crop.mask;
+    for (let y = 0; y < m.h; y++) {
+      for (let x = 0; x < m.w; x++) {
+        const px = m.x0 + x, py = m.y0 + y;
+        if (px < W && py < H && m.data[(y * m.w + x) * 4] > 127) hidden[py * W + px] = 1;
+      }
+    }
+  });
   state.crops.forEach((crop, i) => {
     if (!state.enabled[i]) return;
     const d = crop.data;
@@ -232,6 +297,7 @@ function compose() {
         const a = d[k + 3] / 255;
         if (a === 0 || px < 0 || px >= W) continue;
         const p = py * W + px;
+        if (hidden[p] && !inMask(crop.mask, px, py)) continue;
         keepOut[p] *= 1 - a;
         colour[p * 3] += a * d[k];
         colour[p * 3 + 1] += a * d[k + 1];
@@ -240,8 +306,7 @@ function compose() {
       }
     }
   });
-  const ctx = $("result").getContext("2d", { willReadFrequently: true });
-  const out = ctx.createImageData(W, H);
+  const out = new ImageData(W, H);
   const o = out.data;
   for (let p = 0; p < n; p++) {
     const w = weight[p];
@@ -251,9 +316,57 @@ function compose() {
     o[p * 4 + 2] = Math.round(colour[p * 3 + 2] / w);
     o[p * 4 + 3] = Math.round((1 - keepOut[p]) * 255);
   }
-  ctx.putImageData(out, 0, 0);
+  state.layersRGBA = out;
+  paint();
+}
+
+// the chosen background: "" (none: transparent), a colour "#rrggbb", or "blur"
+function background() {
+  const choice = document.querySelector('input[name="background"]:checked').value;
+  return choice === "colour" ? $("background-colour").value : choice;
+}
+
+// #result = the background, then the enabled layers over it (source-over, like the server's
+// composite(background=...)); without a background the layers alone, with their alpha.
+function paint() {
+  const { width: W, height: H } = state.doc;
+  const layersCanvas = document.createElement("canvas");
+  layersCanvas.width = W;
+  layersCanvas.height = H;
+  layersCanvas.getContext("2d").putImageData(state.layersRGBA, 0, 0);
+  const ctx = $("result").getContext("2d", { willReadFrequently: true });
+  ctx.clearRect(0, 0, W, H);
+  const back = background();
+  if (back === "blur") {
+    const photo = $("preview");
+    ctx.drawImage(photo, 0, 0, W, H);  // under the blur, so the edges stay opaque
+    ctx.filter = `blur(${BLUR_RADIUS_FRAC * Math.max(W, H)}px)`;
+    ctx.drawImage(photo, 0, 0, W, H);
+    ctx.filter = "none";
+  } else if (back) {
+    ctx.fillStyle = back;
+    ctx.fillRect(0, 0, W, H);
+  }
+  ctx.drawImage(layersCanvas, 0, 0);
   state.composed += 1;
   document.body.dataset.composed = String(state.composed);
+}
+
+// the alpha of the enabled layers as an opaque grey image (white = kept), like mask=true
+function maskCanvas() {
+  const { width: W, height: H } = state.doc;
+  const canvas = document.createElement("canvas");
+  canvas.width = W;
+  canvas.height = H;
+  const ctx = canvas.getContext("2d");
+  const grey = ctx.createImageData(W, H);
+  const a = state.layersRGBA.data;
+  for (let k = 0; k < a.length; k += 4) {
+    grey.data[k] = grey.data[k + 1] = grey.data[k + 2] = a[k + 3];
+    grey.data[k + 3] = 255;
+  }
+  ctx.putImageData(grey, 0, 0);
+  return canvas;
 }
 
 function drawOverlay() {
@@ -271,7 +384,7 @@ function drawOverlay() {
     ctx.strokeStyle = colour;
     ctx.setLineDash(state.enabled[i] ? [] : [line * 3, line * 2]);
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-    const text = `#${layer.rank} ${layer.label} ${layer.role} ${layer.score.toFixed(2)}`;
+    const text = `#${layer.rank} ${layer.label} ${layer.role}${state.enabled[i] ? "" : " (hidden)"} ${layer.score.toFixed(2)}`;
     const tw = ctx.measureText(text).width;
     const tx = Math.max(0, Math.min(x0, overlay.width - tw - line * 2));  // keep labels inside
     ctx.fillStyle = colour;
@@ -288,15 +401,25 @@ $("keep").addEventListener("change", () => {
 });
 $("debug").addEventListener("change", () => { if (state.doc) drawOverlay(); });
 
-$("download").addEventListener("click", () => {
-  $("result").toBlob((blob) => {
+function download(canvas, suffix) {
+  canvas.toBlob((blob) => {
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
     const stem = state.file ? state.file.name.replace(/\.[^.]+$/, "") : "layercut";
-    a.download = `${stem}-layercut.png`;
+    a.download = `${stem}-${suffix}.png`;
     document.body.append(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   }, "image/png");
+}
+
+$("download").addEventListener("click", () => download($("result"), "layercut"));
+$("download-mask").addEventListener("click", () => download(maskCanvas(), "mask"));
+for (const input of document.querySelectorAll('input[name="background"]')) {
+  input.addEventListener("change", () => { if (state.doc) paint(); });
+}
+$("background-colour").addEventListener("input", () => {
+  document.querySelector('input[name="background"][value="colour"]').checked = true;
+  if (state.doc) paint();
 });
