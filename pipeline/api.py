@@ -25,7 +25,15 @@ import numpy as np
 from pipeline.config import Config, load_config, resolve_device
 from pipeline.explain import ranker_contributions
 from pipeline.layers import Layers, rank_instances
-from pipeline.protocols import Detector, Ranker, Refiner, SaliencyModel, Segmenter, Selector
+from pipeline.protocols import (
+    Detector,
+    Fusion,
+    Ranker,
+    Refiner,
+    SaliencyModel,
+    Segmenter,
+    Selector,
+)
 from pipeline.stages.dedupe import merge_duplicates
 from pipeline.types import Instance, KeepMode, check_image, check_saliency
 
@@ -34,21 +42,22 @@ from pipeline.types import Instance, KeepMode, check_image, check_saliency
 AroundStage = Callable[[str], AbstractContextManager[Any]]
 # the stages ``Remover.run`` times, in the order they run (``timings_s`` keys, with ``total``);
 # detect, segment and dedupe only without given proposals, saliency only with a map,
-# salient_masks only with both
+# salient_masks only with both, fusion only with ``select.method = "learned"``
 STAGES = (
-    "detect", "segment", "dedupe", "saliency", "salient_masks", "features", "rank", "select",
+    "detect", "segment", "dedupe", "saliency", "salient_masks", "features", "rank", "fusion",
+    "select",
     "refine",
 )  # fmt: skip
 
 
 class Remover:
-    """Runs detect → segment → saliency → features → rank → select → refine on one image at a
-    time and returns complete ``Layers``.
+    """Runs detect → segment → saliency → features → rank → fusion → select → refine on one
+    image at a time and returns complete ``Layers``.
 
     Args:
         config: the resolved configuration.
-        detector, segmenter, saliency, ranker, selector, refiner: optional ready-made stages;
-            any left out is built from ``config`` on first use (``Remover.detector`` …).
+        detector, segmenter, saliency, ranker, fusion, selector, refiner: optional ready-made
+            stages; any left out is built from ``config`` on first use (``Remover.detector`` …).
     """
 
     def __init__(
@@ -59,6 +68,7 @@ class Remover:
         segmenter: Segmenter | None = None,
         saliency: SaliencyModel | None = None,
         ranker: Ranker | None = None,
+        fusion: Fusion | None = None,
         selector: Selector | None = None,
         refiner: Refiner | None = None,
     ):
@@ -69,6 +79,7 @@ class Remover:
         self._segmenter = segmenter
         self._saliency = saliency
         self._ranker = ranker
+        self._fusion = fusion
         self._selector = selector
         self._refiner = refiner
 
@@ -130,6 +141,15 @@ class Remover:
         return self._ranker
 
     @property
+    def fusion(self) -> Fusion | None:
+        """None with ``select.method = "rules"``: the hand-set rules decide alone."""
+        if self._fusion is None and self.config.select.method == "learned":
+            from pipeline.stages.fusion import build_fusion
+
+            self._fusion = build_fusion(self.config.select.model)
+        return self._fusion
+
+    @property
     def selector(self) -> Selector:
         if self._selector is None:
             from pipeline.stages.select import build_selector
@@ -147,7 +167,8 @@ class Remover:
 
     def warm_up(self) -> None:
         """Build every configured stage now (a server does this once at start)."""
-        for name in ("detector", "segmenter", "saliency", "ranker", "selector", "refiner"):
+        names = ("detector", "segmenter", "saliency", "ranker", "fusion", "selector", "refiner")
+        for name in names:
             getattr(self, name)
 
     # -- running -----------------------------------------------------------------------------
@@ -215,6 +236,14 @@ class Remover:
                 inst.replace(score=float(s)) for inst, s in zip(instances, scores, strict=True)
             ]
             contributions = ranker_contributions(self.ranker, instances)  # for the debug view
+        candidates = None
+        fusion = self.fusion
+        if fusion is not None:
+            candidates = instances
+            with stage("fusion"):
+                # given proposals are decided on as they are: not split by the map
+                fused_map = saliency_map if proposals is None else None
+                instances = fusion.fuse(image, instances, fused_map)
         ranked = rank_instances(instances)
         # given proposals are never joined by the map's fragments rule
         select_fn = partial(
@@ -243,6 +272,7 @@ class Remover:
             selection=selection,
             mattes=mattes,
             contributions=contributions,
+            candidates=candidates,
         )
 
     def _salient_masks(self, instances: list[Instance], saliency_map: np.ndarray):

@@ -39,6 +39,9 @@ MODELS_DIR = files("pipeline") / "models"
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
 SaliencyModelName = Literal["none", "isnet"]
 KeepName = Literal["main", "all", "interacting"]  # pipeline.types.KeepMode's values
+# learned: the keep decision over segments (pipeline.stages.fusion) decides --keep main;
+# rules: the hand-set rules of pipeline.stages.select (a baseline)
+SelectMethod = Literal["learned", "rules"]
 RefineMethod = Literal["matting", "closed_form", "rembg", "none"]
 MattingEstimator = Literal["shared", "closed_form"]
 # the output formats are the table of pipeline.outputs: a new format is one entry there
@@ -138,10 +141,14 @@ def ranker_path(model: str) -> Path | Traversable | None:
 
 @dataclass(frozen=True)
 class SelectConfig(Section):
-    """Keep policy (``pipeline.stages.select``): thresholds, units in the names."""
+    """Keep policy (``pipeline.stages.select``, with ``method = "learned"`` the keep decision of
+    ``pipeline.stages.fusion`` for ``--keep main``): thresholds, units in the names."""
 
     section: ClassVar[str] = "select"
     keep: KeepName = "main"
+    method: SelectMethod = "learned"
+    # the learned keep decision (method learned): a JSON path or a file name in pipeline/models/
+    model: str = "keep"
     main_rel_score: float = num(0.75, 0)  # co-main subjects score at least this × the top score
     # with a salient map, co-subjects are at least this share as salient inside as the top one
     co_subject_min_saliency_rel: float = num(0.5, 0)
@@ -159,6 +166,14 @@ class SelectConfig(Section):
     # of it and kept with it. The threshold stays at or under the seed level (0.5).
     absorb_threshold: float = num(0.2, 0.0, 0.5, open_low=True)
     absorb_min_share: float = num(0.3, *SHARE, open_low=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method == "learned" and ranker_path(self.model) is None:
+            raise ValueError(
+                "config select.model must be a keep-model JSON path or the name of a file in "
+                f"{MODELS_DIR}; got {self.model!r} (no such file)"
+            )
 
 
 @dataclass(frozen=True)

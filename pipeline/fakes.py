@@ -39,6 +39,7 @@ class FakeSelection:
     decisions: tuple[Decision, ...]
     ambiguity: float
     alternatives: tuple[tuple[int, ...], ...]
+    fallback: str = ""
 
 
 def fake_masks(h: int, w: int) -> dict[str, np.ndarray]:

@@ -29,8 +29,7 @@ from pipeline.types import (
     resolve_refs,
 )
 
-# (instances ranked, keep mode) -> Selection with .decisions aligned to the instances
-SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]
+SelectFn = Callable[[Sequence[Instance], KeepMode], Selection]  # decisions follow the instances
 RefineFn = Callable[[np.ndarray, Instance], Matte]
 
 
@@ -135,6 +134,7 @@ class Layers:
         contributions: instance id → {cue: its additive share of the score}, from a ranker
             that gives them (``pipeline.explain.ranker_contributions``); the debug view
             prints the largest.
+        candidates: the instances before fusion cut the kept ones (default: the layers').
     """
 
     def __init__(
@@ -152,6 +152,7 @@ class Layers:
         selection: Selection | None = None,
         mattes: Mapping[int, Matte] | None = None,
         contributions: Mapping[int, Mapping[str, float]] | None = None,
+        candidates: Sequence[Instance] | None = None,
     ):
         self.image = check_image(image)
         if input_alpha is not None and input_alpha.shape != image.shape[:2]:
@@ -165,6 +166,7 @@ class Layers:
         self._mattes: dict[int, Matte] = dict(mattes or {})
         self.contributions = dict(contributions or {})
         ranked = rank_instances(instances)
+        self.candidates = list(ranked if candidates is None else candidates)
         self.layers = [Layer(self, i + 1, inst, Role.DROPPED, "") for i, inst in enumerate(ranked)]
         # in [0, 1], the keep policy's doubt about the main subject (``pipeline.stages.select``)
         self.ambiguity = 1.0
@@ -218,8 +220,7 @@ class Layers:
         self._apply(mode, self._selection(mode))
 
     def _apply(self, mode: KeepMode, selection: Selection) -> None:
-        """Take ``selection`` as the current one; reasons and alternatives name layers by rank
-        (``resolve_refs``)."""
+        """Take ``selection``; reasons and alternatives name layers by rank (resolve_refs)."""
         rank_of = {layer.instance.id: layer.rank for layer in self.layers}
         reasons = [resolve_refs(d.reason, rank_of) for d in selection.decisions]
         alternatives = tuple(ids_to_ranks(alt, rank_of) for alt in selection.alternatives)
@@ -230,6 +231,7 @@ class Layers:
         self.keep = mode
         self.ambiguity = float(selection.ambiguity)
         self.alternatives = alternatives
+        self.fallback = getattr(selection, "fallback", "")  # or why the best candidate was kept
 
     def set_enabled(self, rank: int, on: bool = True) -> None:
         """Switch the layer with this 1-based rank on or off. The switch holds for every later
@@ -322,8 +324,7 @@ class Layers:
         return self._alpha_and_colour(self.kept_layers(keep))[0]
 
     def kept_mask(self, keep: KeepMode | str | None = None) -> np.ndarray:
-        """``H×W bool`` union of the masks (before matting) of the layers ``kept_layers(keep)``
-        gives."""
+        """``H×W bool`` union of the masks (before matting) of ``kept_layers(keep)``."""
         mask = np.zeros(self.hw, bool)
         for layer in self.kept_layers(keep):
             mask |= layer.instance.mask

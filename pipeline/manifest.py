@@ -25,6 +25,8 @@ def manifest_json(layers) -> dict[str, Any]:
         "keep": layers.keep.value,
         "ambiguity": round(layers.ambiguity, 4),
         "alternatives": [list(alt) for alt in layers.alternatives],
+        # "" or why the best candidate was kept when the keep policy would have kept nothing
+        "fallback": layers.fallback,
         "timings_s": {k: round(v, 4) for k, v in layers.timings_s.items()},
         "layers": [layer_json(layer, h * w) for layer in layers],
     }

@@ -67,6 +67,22 @@ class ExplainingRanker(Ranker, Protocol):
 
 
 @runtime_checkable
+class Fusion(Protocol):
+    """The learned keep decision over the segments the map and the instances make."""
+
+    def fuse(
+        self,
+        image: np.ndarray,
+        instances: Sequence[Instance],
+        saliency: np.ndarray | None,
+    ) -> list[Instance]:
+        """The instances (features and scores set), same order and ids, each with the decision
+        in its features (``keep``, ``keep_prob`` …) and a kept one's mask the part it keeps;
+        kept salient regions no instance owns may follow as new ``object`` instances."""
+        ...
+
+
+@runtime_checkable
 class Selector(Protocol):
     """The keep policy: which ranked instances the cut-out keeps, each with a reason."""
 

@@ -234,11 +234,15 @@ class Selection:
         alternatives: instance ids of a few other main selections, best first, the chosen one
             excluded; each tuple lists its lead instance first. ``Layers.alternatives`` gives
             them as ranks.
+        fallback: "" normally; a sentence when the policy would have kept nothing although
+            something was found, and the best candidate was kept instead (the CLI warns, the
+            server flags it, ``layers.json`` records it).
     """
 
     decisions: tuple[Decision, ...]
     ambiguity: float
     alternatives: tuple[tuple[int, ...], ...]
+    fallback: str = ""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,18 @@ def shared_weights_dir() -> Path:
     return shared_root() / "weights"
 
 
+def real_isnet() -> Path:
+    """The real ISNet salient map of ``../shared`` (may not exist)."""
+    return shared_weights_dir() / "isnet_medium.onnx"
+
+
+# The presets turn the salient map (ISNet) on. No random-weight ISNet can be built here (its
+# architecture is not in our dependencies), so plumbing tests with random weights run the
+# presets with the map off; the map's own path is tested with the real ISNet where ../shared
+# has it (test_real_saliency, test_real_detector) and with a fixed map (test_remover).
+MAP_OFF = ("--set", "saliency.model=none")
+
+
 class RandomCheckpoints:
     """Random-weight checkpoints of the real architectures, each built once into ``root``.
 

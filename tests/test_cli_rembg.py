@@ -19,10 +19,12 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.imageio import DECODED_TITLES
+from tests.checkpoints import MAP_OFF
 
 REPO = Path(__file__).resolve().parents[1]
 # A random YOLO finds nothing at ordinary thresholds: take its top few proposals instead.
-RANDOM_DETECTOR = ["--set", "detect.conf=0.0001", "--set", "detect.max_det=3"]
+# no salient map with random weights: tests.checkpoints.MAP_OFF
+RANDOM_DETECTOR = ["--set", "detect.conf=0.0001", "--set", "detect.max_det=3", *MAP_OFF]
 
 
 def bus_photo() -> Path:

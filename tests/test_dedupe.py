@@ -133,6 +133,7 @@ def test_remover_merges_a_duplicate_so_the_choice_is_not_ambiguous(enabled):
             "rank.model=prior",
             "detect.weights=/no/such.onnx",
             f"dedupe.enabled={str(enabled).lower()}",
+            "saliency.model=none",
         ],
         device="cpu",
     )
@@ -160,7 +161,7 @@ def test_real_detector_reports_the_rider_twice_and_the_step_merges_it(tmp_path, 
     image = np.asarray(Image.open(BIKE / "image.jpg").convert("RGB"))
     gt_rider = np.asarray(Image.open(BIKE / "instances.png")) == 2  # manifest: 2 = rider
     overrides = [f"detect.weights={REAL_SEG}", "detect.imgsz=320", "refine.method=none"]
-    remover = Remover.from_config("cpu", overrides=overrides, device="cpu")
+    remover = Remover.from_config("cpu", [*overrides, "saliency.model=none"], device="cpu")
     raw = remover.detector.detect(image)
     riders = [d for d in raw if d.label == "person"]
     assert len(riders) == 2  # the detector's two copies of the one rider

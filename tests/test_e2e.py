@@ -20,10 +20,11 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from tests.checkpoints import shared_root
+from tests.checkpoints import MAP_OFF, shared_root
 
-# A random YOLO finds nothing at ordinary thresholds: take its top few proposals instead.
-RANDOM_DETECTOR = ["--set", "detect.conf=0.0001", "--set", "detect.max_det=4"]
+# A random YOLO finds nothing at ordinary thresholds: take its top few proposals instead (and no
+# salient map: see tests.checkpoints.MAP_OFF).
+RANDOM_DETECTOR = ["--set", "detect.conf=0.0001", "--set", "detect.max_det=4", *MAP_OFF]
 
 
 def bus_photo() -> Path:
@@ -169,7 +170,8 @@ def test_output_never_overwrites_input(store_env, photo):
 def test_api_layers_toggle_and_recomposite(store_env, photo):
     from pipeline import KeepMode, Remover
 
-    remover = Remover.from_config("cpu", overrides=["detect.conf=0.0001", "detect.max_det=4"])
+    overrides = ["detect.conf=0.0001", "detect.max_det=4", MAP_OFF[1]]
+    remover = Remover.from_config("cpu", overrides=overrides)
     layers = remover(str(photo))
     assert len(layers) >= 1
     assert [layer.rank for layer in layers] == list(range(1, len(layers) + 1))
@@ -180,7 +182,8 @@ def test_api_layers_toggle_and_recomposite(store_env, photo):
     for layer in layers:
         layers.set_enabled(layer.rank, False)
     assert layers.composite()[..., 3].max() == 0  # every layer off: fully transparent
-    assert set(layers.timings_s) >= {"detect", "features", "rank", "select", "refine", "total"}
+    stages = {"detect", "features", "rank", "fusion", "select", "refine", "total"}
+    assert set(layers.timings_s) >= stages
     doc = layers.to_json()
     assert len(doc["layers"]) == len(layers) and json.dumps(doc)
     # arrays and PIL images are accepted too
@@ -205,3 +208,21 @@ def test_smoke_photos_if_shared_present(store_env):
     out = store_env / "out"
     assert main([*map(str, photos), "-o", str(out), "-q", *RANDOM_DETECTOR]) == 0
     assert len(list(out.glob("*.png"))) == len(photos)
+
+
+def test_cli_warns_when_the_best_candidate_is_kept_rather_than_nothing(store_env, photo, capsys):
+    from tests.test_keep_decision import never
+
+    out = store_env / "out"
+    model = never(store_env)  # a keep decision that keeps nothing by itself
+    args = [str(photo), "-o", str(out), "--layers", *RANDOM_DETECTOR]
+    assert main([*args, "--set", f"select.model={model}"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(photo) in warnings[0]
+    assert "rather than nothing" in warnings[0]
+    manifest = json.loads((out / "bus" / "layers.json").read_text())
+    assert "rather than nothing" in manifest["fallback"]
+    assert sum(entry["enabled"] for entry in manifest["layers"]) == 1
+    with Image.open(out / "bus.png") as img:  # not an empty PNG
+        assert np.asarray(img)[..., 3].max() > 0

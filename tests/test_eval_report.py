@@ -340,6 +340,11 @@ def test_real_manifest_conventions():
     unknown = unknown_region(np.zeros(lemur.hw, np.float32), lemur.trimap)
     assert unknown.sum() == (lemur.trimap == 102).sum() > 0
     assert items["doll"].subclass == "alphamatting_test_trimaps"
+    # GrabCut's 128 band is neither main region nor background
+    banded = [it for it in items.values() if it.set_name == "grabcut"]
+    assert all(it.ignore_value == 128 for it in banded)
+    gt = next(g for g in map(load_ground_truth, banded) if g.ignore is not None)
+    assert gt.ignore.any() and not (gt.ignore & gt.main_mask).any()
 
 
 # -- the real Layers container satisfies the protocol the loop reads ----------------------------

@@ -26,16 +26,18 @@ from pipeline.eval.cli import main as eval_main
 from pipeline.eval.metrics_select import iou
 from pipeline.stages.ultra import import_ultralytics
 from pipeline.types import Role
-from tests.checkpoints import shared_root, shared_weights_dir
+from tests.checkpoints import real_isnet, shared_root, shared_weights_dir
 
 REAL_SEG = shared_weights_dir() / "yolov8n-seg_int8.onnx"
+REAL_MAP = real_isnet()
 EVAL_DIR = shared_root() / "data" / "eval"
 BIKE = EVAL_DIR / "instance_examples" / "cutie_bike_00000"
 ASSETS = Path(import_ultralytics().__file__).parent / "assets"
 KEPT_ROLES = (Role.MAIN, Role.INTERACTING, Role.KEPT)
 
 needs_weights = pytest.mark.skipif(
-    not REAL_SEG.is_file(), reason=f"real weights absent: {REAL_SEG} (set LAYERCUT_SHARED)"
+    not (REAL_SEG.is_file() and REAL_MAP.is_file()),
+    reason=f"real weights absent: {REAL_SEG}, {REAL_MAP} (set LAYERCUT_SHARED)",
 )
 needs_bike = pytest.mark.skipif(
     not (BIKE / "instances.png").is_file(),
@@ -49,10 +51,10 @@ def load_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def remover() -> Remover:
+    """The default preset (the salient map on) with the real detector and ISNet."""
+    overrides = (f"detect.weights={REAL_SEG}", "detect.imgsz=320", "refine.method=none")
     return Remover.from_config(
-        "cpu",
-        overrides=(f"detect.weights={REAL_SEG}", "detect.imgsz=320", "refine.method=none"),
-        device="cpu",
+        "cpu", overrides=(*overrides, f"saliency.weights={REAL_MAP}"), device="cpu"
     )
 
 
@@ -136,6 +138,8 @@ def test_eval_with_detector_reports_rules_and_oracle(tmp_path, capsys):
             "detect.imgsz=320",
             "--set",
             "refine.method=none",
+            "--set",
+            "saliency.model=none",
         ]
     )
     assert status == 0

@@ -77,12 +77,9 @@ def scene():
     return image, saliency, instances
 
 
-def remover_for(instances, saliency, **stages) -> Remover:
-    config = load_config(
-        "cpu",
-        ["saliency.model=isnet", "rank.model=prior", "detect.weights=/no/such/weights.onnx"],
-        device="cpu",
-    )
+def remover_for(instances, saliency, overrides=(), **stages) -> Remover:
+    base = ["saliency.model=isnet", "rank.model=prior", "detect.weights=/no/such/weights.onnx"]
+    config = load_config("cpu", [*base, *overrides], device="cpu")
     stages.setdefault("refiner", CountingRefiner())
     return Remover(config, detector=FixedDetector(instances), saliency=FixedMap(saliency), **stages)
 
@@ -102,7 +99,7 @@ def test_every_stage_runs_inside_the_hook_in_order_and_is_timed():
     assert list(layers.timings_s) == [*STAGES, "total"]
     assert layers.timings_s["total"] >= sum(layers.timings_s[s] for s in STAGES) * 0.99
     given = remover.run(image, proposals=instances, around_stage=around)
-    assert seen[len(STAGES) :] == ["saliency", "features", "rank", "select", "refine"]
+    assert seen[len(STAGES) :] == ["saliency", "features", "rank", "fusion", "select", "refine"]
     assert "detect" not in given.timings_s and "salient_masks" not in given.timings_s
 
 
@@ -136,9 +133,8 @@ def test_the_keep_policy_stage_gets_the_map_only_for_detected_instances():
 
 def test_stages_are_built_on_first_use_only():
     image, saliency, instances = scene()
-    config = load_config(
-        "cpu", ["rank.model=prior", "detect.weights=/no/such/weights.onnx"], device="cpu"
-    )
+    overrides = ["rank.model=prior", "detect.weights=/no/such/weights.onnx"]
+    config = load_config("cpu", [*overrides, "saliency.model=none"], device="cpu")
     remover = Remover(config, refiner=BinaryRefiner())
     layers = remover.run(image, proposals=instances)  # never needs the detector
     assert len(layers) == 2 and remover.saliency is None and remover.segmenter is None
@@ -161,11 +157,12 @@ def test_selector_applies_the_select_sections_absorb_settings():
         scenes.instance(0, torso, "person", features=features, score=0.9),
         scenes.instance(1, legs, "person", features=features, score=0.3),
     ]
-    base = load_config("cpu", device="cpu").select
+    base = load_config("cpu", ["select.method=rules"], device="cpu").select
     joined = build_selector(base).select(ranked, KeepMode.MAIN, saliency)
     assert [d.role for d in joined.decisions] == [Role.MAIN, Role.MAIN]
     assert build_selector(base).select(ranked, "main").decisions[1].role is Role.DROPPED
-    high = load_config("cpu", ["select.absorb_threshold=0.5"], device="cpu").select
+    overrides = ["select.absorb_threshold=0.5", "select.method=rules"]
+    high = load_config("cpu", overrides, device="cpu").select
     assert build_selector(high).select(ranked, "main", saliency).decisions[1].role is Role.DROPPED
 
 
@@ -214,7 +211,9 @@ def test_reasons_and_alternatives_name_layers_by_rank_under_every_mode(keep):
     id instead of a rank fails here, whoever writes the reasons."""
     scene = scenes.keep_scene()  # a person holding a phone, a bystander, a cut plant, a case
     detections = [inst.replace(id=100 + 7 * inst.id) for inst in scene.instances]
-    config = load_config("cpu", ["rank.model=prior", "detect.weights=/no/such.onnx"], "cpu")
+    # the rules' reasons (select.method=rules) are the ones that name other layers
+    overrides = ["rank.model=prior", "detect.weights=/no/such.onnx", "saliency.model=none"]
+    config = load_config("cpu", [*overrides, "select.method=rules"], "cpu")
     remover = Remover(config, detector=FixedDetector(detections), refiner=BinaryRefiner())
     layers = remover.run(scene.image, keep=keep)
     named = _named_ranks(layers)
@@ -242,7 +241,7 @@ def test_a_fragment_names_the_rank_of_the_layer_it_joins():
         subject.replace(id=50),
         scenes.instance(60, legs & ~subject.mask, "person"),
     ]
-    remover = remover_for(detections, saliency)
+    remover = remover_for(detections, saliency, ["select.method=rules"])  # fragments: rules
     layers = remover.run(image)
     joined = [layer for layer in layers if "salient region" in layer.reason]
     assert joined, [layer.reason for layer in layers]

@@ -115,7 +115,7 @@ class FixedMap:
 def test_remover_keeps_fragments_with_a_map_and_never_alters_given_proposals():
     saliency, instances = dancer_scene()
     torso, legs = instances[0], instances[1]
-    config = load_config("cpu", ("saliency.model=isnet", "rank.model=prior"))
+    config = load_config("cpu", ("saliency.model=isnet", "rank.model=prior", "select.method=rules"))
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (*HW, 3), dtype=np.uint8)  # texture: both pieces are sharp
     remover = Remover(

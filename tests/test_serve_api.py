@@ -28,6 +28,7 @@ from pipeline.fakes import FakeRemover, fake_masks
 from pipeline.serve import main as serve_main
 from pipeline.serve.app import create_app
 from pipeline.serve.limits import AdmissionGate, ServeLimits
+from tests.checkpoints import MAP_OFF
 
 
 # ---------------------------------------------------------------- helpers
@@ -319,7 +320,7 @@ def test_real_remover_with_random_weights(checkpoints, tmp_path, monkeypatch, up
     monkeypatch.delenv("LAYERCUT_OFFLINE", raising=False)
     # a random YOLO finds nothing at ordinary thresholds: take its top few proposals instead
     overrides = ["detect.conf=0.0001", "detect.max_det=3", "segment.model=none"]
-    remover = Remover.from_config("cpu", overrides, device="cpu")
+    remover = Remover.from_config("cpu", [*overrides, MAP_OFF[1]], device="cpu")
     remover.warm_up()
     data = encoded(photo(120, 160), "JPEG", quality=92)
     with TestClient(create_app([remover], tmp_dir=str(upload_dir))) as client:

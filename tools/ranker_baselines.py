@@ -69,15 +69,21 @@ def binary_matte(image: np.ndarray, instance: Instance) -> Matte:
 
 
 class RankingRemover:
-    """features → rank → select on given proposals, returning real ``pipeline.layers.Layers``
-    with binary mattes: what ``layercut eval --proposals gt --set refine.method=none
-    --set rank.model=MODEL`` measures, runnable without the detector and refine stages."""
+    """features → rank → fusion → select on given proposals, returning real
+    ``pipeline.layers.Layers`` with binary mattes: what ``layercut eval --proposals gt --set
+    refine.method=none --set rank.model=MODEL`` measures, runnable without the detector and
+    refine stages."""
 
     def __init__(self, model: str, config: Config | None = None):
         base = config or Config()
         self.config = dataclasses.replace(base, rank=RankConfig(model=model))
         self.ranker = build_ranker(self.config.rank)
         self.selector = build_selector(self.config.select)
+        self.fusion = None
+        if self.config.select.method == "learned":
+            from pipeline.stages.fusion import build_fusion
+
+            self.fusion = build_fusion(self.config.select.model)
 
     def run(self, image: np.ndarray, proposals=None, keep=None) -> Layers:
         if proposals is None:
@@ -85,6 +91,8 @@ class RankingRemover:
         instances = compute_features(image, list(proposals))
         scores = self.ranker.score(instances) if instances else np.zeros(0)
         instances = [i.replace(score=float(s)) for i, s in zip(instances, scores, strict=True)]
+        if self.fusion is not None:  # given proposals: decided on as they are, no map
+            instances = self.fusion.fuse(image, instances, None)
         mode = KeepMode.parse(keep or self.config.select.keep)
         return Layers(image, instances, mode, self.selector.select, binary_matte, timings_s={})
 

@@ -42,6 +42,41 @@ LABELS: dict[str, str] = {
     "goat": "sheep",  # no goat in COCO: a detector calls it sheep
     "parkour": PERSON,
     "soapbox": PERSON,  # the mask holds the driver and the cart; the driver is the subject
+    # DAVIS 2016 train sequences (binary masks; a rider and what they ride are one mask,
+    # labelled by the rider). rhino: no COCO class, left out ("object").
+    **dict.fromkeys(
+        (
+            "bmx-bumps",
+            "breakdance-flare",
+            "dance-jump",
+            "hike",
+            "hockey",
+            "kite-walk",
+            "lucia",
+            "motocross-bumps",
+            "paragliding",
+            "scooter-gray",
+            "stroller",
+            "surf",
+            "swing",
+            "tennis",
+        ),
+        PERSON,
+    ),  # fmt: skip
+    "bear": "bear",
+    "boat": "boat",
+    "bus": "bus",
+    "car-turn": "car",
+    "dog-agility": "dog",
+    "drift-turn": "car",
+    "elephant": "elephant",
+    "flamingo": "bird",
+    "horsejump-low": "horse",
+    "mallard-fly": "bird",
+    "mallard-water": "bird",
+    "motorbike": "motorcycle",
+    "soccerball": "sports ball",
+    "train": "train",
     # alphamatting.com / Adobe DIM foregrounds (GT alpha)
     "GT01": "potted plant",  # a gerbera flower head
     "GT04": "teddy bear",  # two troll dolls

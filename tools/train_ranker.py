@@ -121,8 +121,15 @@ def pairs(table: Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.asarray(diffs), np.asarray(ys), np.asarray(ws)
 
 
-def fit(table: Table, rows: np.ndarray, c: float, name: str = "ranker") -> LinearRanker:
-    """Pairwise logistic regression + 1-D calibration on ``rows``; a ``LinearRanker``."""
+def fit(
+    table: Table,
+    rows: np.ndarray,
+    c: float,
+    name: str = "ranker",
+    features: Sequence[str] = RANK_FEATURES,
+) -> LinearRanker:
+    """Pairwise logistic regression + 1-D calibration on ``rows``; a ``LinearRanker`` over
+    ``features`` (the names of ``table.x``'s columns, in order)."""
     x = table.x[rows]
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -140,7 +147,7 @@ def fit(table: Table, rows: np.ndarray, c: float, name: str = "ranker") -> Linea
     a, b = float(calib.coef_[0, 0]), float(calib.intercept_[0])
     if a <= 0:  # calibration must keep the pairwise order (a > 0); keep the raw weights then
         a, b = 1.0, 0.0
-    return LinearRanker(RANK_FEATURES, coef * a, b, mean, scale, name=name, link="logistic")
+    return LinearRanker(features, coef * a, b, mean, scale, name=name, link="logistic")
 
 
 def margin(ranker: LinearRanker, x: np.ndarray) -> np.ndarray:

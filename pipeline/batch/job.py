@@ -18,7 +18,9 @@ from pipeline.outputs import encode, write_file, write_folder
 
 @dataclass(frozen=True)
 class JobResult:
-    """``ok``; else ``error``, one line naming the input, and ``detail`` (the traceback)."""
+    """``ok``; else ``error``, one line naming the input, and ``detail`` (the traceback).
+    ``warning``: ``Layers.fallback`` of a done job ("" unless the keep policy would have kept
+    nothing and the best candidate was kept instead)."""
 
     job: Job
     ok: bool
@@ -26,6 +28,7 @@ class JobResult:
     error: str = ""
     detail: str = ""
     written: tuple[Path, ...] = ()
+    warning: str = ""
 
 
 def run_job(
@@ -49,7 +52,8 @@ def run_job(
     except Exception as exc:  # one bad input never stops a batch
         seconds = time.perf_counter() - start
         return JobResult(job, False, seconds, _one_line(job, exc), traceback.format_exc())
-    return JobResult(job, True, time.perf_counter() - start, written=tuple(written))
+    seconds = time.perf_counter() - start
+    return JobResult(job, True, seconds, written=tuple(written), warning=layers.fallback)
 
 
 def _one_line(job: Job, exc: Exception) -> str:

@@ -23,8 +23,9 @@ def run_local(
     stdout: BinaryIO | None = None,
 ) -> int:
     """Run every job of ``plan`` here, one after the other; return the exit status (0 all
-    done, 1 some input failed or named nothing). One line per failure on ``stderr``, above the
-    progress bar (shown for more than one job unless ``quiet``), then a summary line."""
+    done, 1 some input failed or named nothing). One line per failure, and per result the keep
+    policy could only fill with a fallback, on ``stderr``, above the progress bar (shown for
+    more than one job unless ``quiet``), then a summary line."""
     err = stderr or sys.stderr
     progress = None
     if len(plan.jobs) > 1 and not quiet:
@@ -50,6 +51,8 @@ def run_local(
             )
             if result.ok:
                 done += 1
+                if result.warning:  # never silently: a candidate the policy dropped was kept
+                    say(f"layercut: warning: {job.name}: {result.warning}")
             else:
                 failed += 1
                 say(result.error)

@@ -1,6 +1,7 @@
 """Metric names, their direction, and per-subclass / overall aggregation.
 
-An aggregate is a flat mapping: ``n_items``, ``n_ok``, ``n_failed`` and, per metric, the mean
+An aggregate is a flat mapping: ``n_items``, ``n_ok``, ``n_failed``, ``n_empty`` (results that
+kept nothing where the GT keeps something) and, per metric, the mean
 over the items where the metric applies (items without the needed GT report ``null`` and are
 left out, so e.g. ``sad`` of a subclass averages only its items with a GT alpha). A metric that
 applies to none of the items is absent. ``overall`` averages items, not subclass means.
@@ -17,7 +18,7 @@ HEADLINE = ("iou", "boundary_f", "p_at_1", "sa_sor", "sad", "mse", "grad", "conn
 
 HIGHER_IS_BETTER_PREFIXES = ("iou", "boundary_f", "p_at_1", "sa_sor")
 LOWER_IS_BETTER_PREFIXES = ("sad", "mse", "grad", "conn", "seconds")
-COUNT_KEYS = ("n_items", "n_ok", "n_failed")
+COUNT_KEYS = ("n_items", "n_ok", "n_failed", "n_empty")
 
 
 def higher_is_better(metric: str) -> bool | None:
@@ -47,6 +48,8 @@ def aggregate_items(items: Sequence[Mapping[str, Any]]) -> dict[str, float | int
         "n_items": len(items),
         "n_ok": sum(1 for it in items if it.get("status") == "ok"),
         "n_failed": sum(1 for it in items if it.get("status") == "failed"),
+        # results that kept nothing although the GT keeps something (metric ``empty``)
+        "n_empty": sum(1 for it in items if (it.get("metrics") or {}).get("empty") == 1.0),
     }
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}

@@ -63,10 +63,11 @@ def format_table(by_subclass: Mapping[str, Mapping[str, Any]], overall: Mapping[
     """A plain-text per-subclass table of the headline metrics (for the terminal)."""
     rows = [*by_subclass.items(), ("overall", overall)]
     present = [m for m in HEADLINE if any(m in agg for _, agg in rows)]
-    header = ["subclass", "n", "failed", *present]
+    header = ["subclass", "n", "failed", "empty", *present]
     lines = [header]
     for name, agg in rows:
-        cells = [name, str(agg.get("n_items", 0)), str(agg.get("n_failed", 0))]
+        counts = (agg.get("n_items", 0), agg.get("n_failed", 0), agg.get("n_empty", 0))
+        cells = [name, *(str(c) for c in counts)]
         for m in present:
             value = agg.get(m)
             cells.append("–" if value is None else f"{value:.4g}")

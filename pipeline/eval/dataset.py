@@ -13,7 +13,8 @@ Manifest format (``../shared/data/eval/manifest.json`` is one)::
        "instance_labels": {"1": "bicycle", "2": "person"},   # optional, default "object"
        "main_instances": [1, 2],                     # optional: the GT main instances
        "roles": {"1": "main", "2": "interacting", "3": "distractor"},  # optional
-       "ranks": {"1": 1, "2": 2, "3": 3}}            # optional: 1 = most salient
+       "ranks": {"1": 1, "2": 2, "3": 3},           # optional: 1 = most salient
+       "ignore_value": 128}                          # optional: mask value not scored
     ]}
 
 - Paths are relative to the manifest's folder (a top-level ``root`` field is ignored).
@@ -25,6 +26,9 @@ Manifest format (``../shared/data/eval/manifest.json`` is one)::
 - Matting metrics need ``alpha`` (used as alpha/255). Other alpha-like files (e.g. the lemur's
   ``alpha_pseudo_cf``, pseudo ground truth) are deliberately not read as GT.
 - ``ranks`` give SA-SOR; instances without a rank are left out of it.
+- ``ignore_value``: pixels of ``mask`` with this value (GrabCut's 128: the unlabelled band
+  along the object's boundary) are neither main region nor background: ``GroundTruth.ignore``
+  marks them and the selection metrics do not score them.
 - Subclass names: ``subclass``, else ``set``, else ``"default"``.
 
 A folder instead of a manifest: every image file in it (sorted by name) becomes an item with no
@@ -65,6 +69,7 @@ class EvalItem:
     main_instances: tuple[int, ...] | None = None
     roles: Mapping[int, str] = field(default_factory=lambda: _FROZEN_EMPTY)
     ranks: Mapping[int, int] = field(default_factory=lambda: _FROZEN_EMPTY)
+    ignore_value: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class GroundTruth:
         instance_ids: indices present in ``instance_map`` (ascending, 0 excluded).
         main_ids: the main instance indices (subset of ``instance_ids``).
         trimap: ``H×W uint8`` (0 bg, 255 fg, other = unknown) or None.
+        ignore: ``H×W bool`` pixels not scored (the mask's ``ignore_value``) or None.
     """
 
     image: np.ndarray
@@ -88,6 +94,7 @@ class GroundTruth:
     instance_ids: tuple[int, ...]
     main_ids: tuple[int, ...]
     trimap: np.ndarray | None
+    ignore: np.ndarray | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -117,6 +124,13 @@ def _item_from_entry(entry: Mapping[str, Any], base: Path, index: int) -> EvalIt
 
     set_name = str(entry.get("set") or "default")
     main = entry.get("main_instances")
+    ignore_value = entry.get("ignore_value")
+    if ignore_value is not None and (
+        isinstance(ignore_value, bool)
+        or not isinstance(ignore_value, int)
+        or not 0 <= ignore_value <= 255
+    ):
+        raise ValueError(f"item {name!r}: ignore_value must be an integer in [0, 255]")
     return EvalItem(
         name=name,
         set_name=set_name,
@@ -133,6 +147,7 @@ def _item_from_entry(entry: Mapping[str, Any], base: Path, index: int) -> EvalIt
         main_instances=None if main is None else tuple(int(i) for i in main),
         roles=MappingProxyType(_int_keys(entry.get("roles"), "roles", name, str)),
         ranks=MappingProxyType(_int_keys(entry.get("ranks"), "ranks", name, int)),
+        ignore_value=ignore_value,
     )
 
 
@@ -210,14 +225,19 @@ def load_ground_truth(item: EvalItem) -> GroundTruth:
         alpha_u8 = _same_size(read_gray(item.alpha), hw, item.alpha)
         alpha = alpha_u8.astype(np.float32) / np.float32(255.0)
     trimap = None if item.trimap is None else _same_size(read_gray(item.trimap), hw, item.trimap)
-    instance_map, ids, main_ids, main_mask = None, (), (), None
+    instance_map, ids, main_ids, main_mask, ignore = None, (), (), None, None
     if item.instances is not None:
         instance_map = _same_size(read_indices(item.instances), hw, item.instances)
         ids = tuple(int(i) for i in np.unique(instance_map) if i != 0)
         main_ids = main_instance_ids(item, ids)
         main_mask = np.isin(instance_map, main_ids)
     elif item.mask is not None:
-        main_mask = _same_size(read_gray(item.mask), hw, item.mask) > 127
+        mask_u8 = _same_size(read_gray(item.mask), hw, item.mask)
+        main_mask = mask_u8 > 127
+        if item.ignore_value is not None:
+            ignore = mask_u8 == item.ignore_value
+            main_mask &= ~ignore
+            ignore = ignore if ignore.any() else None
     elif alpha_u8 is not None:
         main_mask = alpha_u8 > 127
-    return GroundTruth(image, alpha, main_mask, instance_map, ids, main_ids, trimap)
+    return GroundTruth(image, alpha, main_mask, instance_map, ids, main_ids, trimap, ignore)

@@ -2,7 +2,8 @@
 
 All masks are ``H×W bool`` at full image resolution.
 
-- ``iou(pred, gt)``: |pred ∩ gt| / |pred ∪ gt|; two empty masks give 1.0 (nothing to keep and
+- ``iou(pred, gt, ignore)``: |pred ∩ gt| / |pred ∪ gt| over the pixels outside ``ignore``
+  (a GT's unlabelled band, e.g. GrabCut's); two empty masks give 1.0 (nothing to keep and
   nothing kept is a correct answer).
 - ``boundary_f(pred, gt, tol_px)``: the DAVIS boundary measure (Perazzi et al., CVPR 2016):
   boundary pixels of each mask are matched to the other mask's boundary within ``tol_px``
@@ -10,7 +11,9 @@ All masks are ``H×W bool`` at full image resolution.
   mask pixel with a 4-neighbour outside the mask; the frame edge is not a boundary.
 - ``precision_at_1(top_mask, gt_main)``: 1.0 when most (≥ 50 %) of the top-ranked instance's
   pixels lie in the GT main region, else 0.0 — one rule that works for a single main-object
-  mask and for an instance map with main and distractor instances.
+  mask and for an instance map with main and distractor instances. Pixels in ``ignore`` are
+  left out of the instance's area.
+- ``boundary_f`` ignores no pixel: with an ignore band the GT boundary is its inner edge.
 - ``sa_sor(...)``: Segmentation-Aware Salient Object Ranking (Liu et al., "Instance-level
   relative saliency ranking with graph reasoning", TPAMI 2021), following the authors'
   reference implementation (dragonlee258079/Saliency-Ranking, ``metric/``): see its docstring.
@@ -36,9 +39,13 @@ def _check_masks(pred: np.ndarray, gt: np.ndarray) -> None:
         raise ValueError(f"pred mask shape {pred.shape} differs from gt mask shape {gt.shape}")
 
 
-def iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Intersection over union of two ``H×W bool`` masks (1.0 when both are empty)."""
+def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """Intersection over union of two ``H×W bool`` masks (1.0 when both are empty), counted
+    over the pixels outside ``ignore`` (``H×W bool`` or None)."""
     _check_masks(pred, gt)
+    if ignore is not None:
+        _check_masks(ignore, gt)
+        pred = pred & ~ignore
     union = int(np.count_nonzero(pred | gt))
     if union == 0:
         return 1.0
@@ -81,12 +88,17 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, tol_px: int | None = None) -> f
     return 2.0 * precision * recall / (precision + recall)
 
 
-def precision_at_1(top_mask: np.ndarray, gt_main: np.ndarray) -> float:
+def precision_at_1(
+    top_mask: np.ndarray, gt_main: np.ndarray, ignore: np.ndarray | None = None
+) -> float:
     """1.0 when at least half of the top-ranked instance lies in the GT main region, else 0.0.
 
-    An empty top mask (nothing proposed) counts as a miss.
+    Pixels in ``ignore`` are not counted. An empty top mask (nothing proposed) is a miss.
     """
     _check_masks(top_mask, gt_main)
+    if ignore is not None:
+        _check_masks(ignore, gt_main)
+        top_mask = top_mask & ~ignore
     area = int(top_mask.sum())
     if area == 0:
         return 0.0

@@ -20,7 +20,10 @@ model do not change. ``salient`` (the map alone, thresholded at ``SALIENT_AT``) 
 single-network remover a user would otherwise pick.
 
 ``iou_oracle_single`` (best single proposal) and ``iou_oracle_union`` (greedy union) are the
-ceilings these proposals allow, whatever the ranker does.
+ceilings these proposals allow, whatever the ranker does. ``iou_oracle_segments`` is the
+ceiling of the learned keep decision (``pipeline.stages.segments``): every segment of the
+proposals and the map kept exactly when more of it lies inside the GT main region than
+outside. Pixels of the GT's ``ignore`` band are never scored.
 """
 
 from __future__ import annotations
@@ -115,19 +118,23 @@ def keep_salient(
     return check_saliency(saliency, hw) > SALIENT_AT
 
 
-def oracle_single_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
+def oracle_single_iou(
+    masks: Sequence[np.ndarray], gt_main: np.ndarray, ignore: np.ndarray | None = None
+) -> float:
     """Best IoU any single proposal reaches with ``gt_main`` (0.0 without proposals)."""
-    return max((iou(m, gt_main) for m in masks), default=0.0)
+    return max((iou(m, gt_main, ignore) for m in masks), default=0.0)
 
 
-def oracle_union_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
+def oracle_union_iou(
+    masks: Sequence[np.ndarray], gt_main: np.ndarray, ignore: np.ndarray | None = None
+) -> float:
     """IoU of the greedy union: repeatedly add the proposal that raises IoU with ``gt_main``
     the most, stop when none raises it. Without proposals: the IoU of an empty keep."""
     current = np.zeros(gt_main.shape, bool)
-    best = iou(current, gt_main)
+    best = iou(current, gt_main, ignore)
     remaining = list(masks)
     while remaining:
-        scores = [iou(current | m, gt_main) for m in remaining]
+        scores = [iou(current | m, gt_main, ignore) for m in remaining]
         pick = int(np.argmax(scores))
         if scores[pick] <= best:
             break
@@ -136,13 +143,37 @@ def oracle_union_iou(masks: Sequence[np.ndarray], gt_main: np.ndarray) -> float:
     return best
 
 
+def oracle_segments_iou(
+    instances: Sequence[Instance],
+    gt_main: np.ndarray,
+    saliency: np.ndarray | None = None,
+    ignore: np.ndarray | None = None,
+) -> float:
+    """IoU of the segments (``pipeline.stages.segments.split_segments``) that lie more inside
+    ``gt_main`` than outside it (ignored pixels counted as neither)."""
+    from pipeline.stages.segments import kept_region, split_segments
+
+    segments = split_segments(instances, saliency)
+    scored = gt_main if ignore is None else gt_main | ignore
+    keep = []
+    for segment in segments:
+        crop = (segment.rows, segment.cols)
+        inside = np.count_nonzero(segment.mask & gt_main[crop])
+        outside = np.count_nonzero(segment.mask & ~scored[crop])
+        keep.append(inside > outside)
+    return iou(kept_region(segments, np.array(keep, bool), gt_main.shape), gt_main, ignore)
+
+
 def rule_metrics(
-    instances: Sequence[Instance], gt_main: np.ndarray, saliency: np.ndarray | None = None
+    instances: Sequence[Instance],
+    gt_main: np.ndarray,
+    saliency: np.ndarray | None = None,
+    ignore: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """``iou_rule_<name>`` for every registered rule plus the two oracles.
+    """``iou_rule_<name>`` for every registered rule plus the three oracles.
 
     ``saliency``: the run's ``H×W float32`` salient map, or None (rules that need it are left
-    out).
+    out). ``ignore``: ``H×W bool`` pixels not scored, or None.
     """
     hw = gt_main.shape
     out = {}
@@ -153,8 +184,9 @@ def rule_metrics(
             region = fn(instances, hw, saliency=saliency)
         else:
             region = fn(instances, hw)
-        out[f"iou_rule_{name}"] = iou(region, gt_main)
+        out[f"iou_rule_{name}"] = iou(region, gt_main, ignore)
     masks = [inst.mask for inst in instances]
-    out["iou_oracle_single"] = oracle_single_iou(masks, gt_main)
-    out["iou_oracle_union"] = oracle_union_iou(masks, gt_main)
+    out["iou_oracle_single"] = oracle_single_iou(masks, gt_main, ignore)
+    out["iou_oracle_union"] = oracle_union_iou(masks, gt_main, ignore)
+    out["iou_oracle_segments"] = oracle_segments_iou(instances, gt_main, saliency, ignore)
     return out

@@ -127,7 +127,8 @@ def _clean(value: Any) -> Any:
 
 
 def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> dict[str, Any]:
-    """``iou``, ``boundary_f``, ``p_at_1``, rule/oracle IoUs and ``sa_sor`` where GT allows.
+    """``iou``, ``boundary_f``, ``empty``, ``p_at_1``, rule/oracle IoUs and ``sa_sor`` where GT
+    allows. Pixels of the GT's ignore band (``GroundTruth.ignore``) are not scored.
 
     ``p_at_1`` needs at least two instances (one GT main-object mask handed over as the only
     proposal would always score 1); ``sa_sor`` needs an instance map with ≥ 2 ranked instances.
@@ -136,12 +137,18 @@ def selection_metrics(item: EvalItem, gt: GroundTruth, layers: LayersLike) -> di
     ranked = list(layers)
     if gt.main_mask is not None:
         kept = layers.kept_mask()
-        out["iou"] = iou(kept, gt.main_mask)
+        out["iou"] = iou(kept, gt.main_mask, gt.ignore)
         out["boundary_f"] = boundary_f(kept, gt.main_mask)
+        # an empty result where the GT keeps something (the failure users see as a blank PNG)
+        out["empty"] = float(not kept.any() and bool(gt.main_mask.any()))
         if len(ranked) >= 2:  # with a single instance there is no ranking to judge
-            out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask)
-        instances = [layer.instance for layer in ranked]
-        out.update(rule_metrics(instances, gt.main_mask, layers.saliency))
+            out["p_at_1"] = precision_at_1(ranked[0].instance.mask, gt.main_mask, gt.ignore)
+        # the rules and oracles choose among the instances the keep decision chose from
+        candidates = getattr(layers, "candidates", None)
+        if candidates is None:
+            candidates = [layer.instance for layer in ranked]
+        instances = list(candidates)
+        out.update(rule_metrics(instances, gt.main_mask, layers.saliency, gt.ignore))
     ranked_gt = [(item.ranks[idx], m) for idx, _, m in gt_masks(item, gt) if idx in item.ranks]
     if gt.instance_map is not None and len(ranked_gt) >= 2:
         out["sa_sor"] = sa_sor(

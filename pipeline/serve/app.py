@@ -68,7 +68,8 @@ format is decoded.
   layers itself: alpha = 1 − Π(1 − aᵢ), colour = alpha-weighted mean of the layer colours.
 
 Response headers: `X-Layercut-Keep`, `X-Layercut-Ambiguity`, `X-Layercut-Layers`,
-`X-Layercut-Seconds`.
+`X-Layercut-Seconds`, `X-Layercut-Fallback` (`1` when the keep policy would have kept nothing and
+the best candidate was kept instead: the JSON's `fallback` says why; `0` otherwise).
 
 **Errors** are JSON `{"error": "...", "detail": "..."}`: 400 unreadable/truncated image or
 missing `file`, 408 a body that stalls or trickles in (see the server's limits), 413 upload or
@@ -193,6 +194,8 @@ class ServeState:
             "X-Layercut-Keep": layers.keep.value,
             "X-Layercut-Ambiguity": f"{layers.ambiguity:.4f}",
             "X-Layercut-Layers": str(len(layers)),
+            # 1: the keep policy would have kept nothing; the best candidate was kept instead
+            "X-Layercut-Fallback": "1" if layers.fallback else "0",
             "X-Layercut-Seconds": f"{time.perf_counter() - start:.3f}",
         }
         return Result(body, media_type, headers)

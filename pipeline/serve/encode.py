@@ -59,6 +59,7 @@ def _keep_modes(layers) -> dict[str, dict[str, Any]]:
                 "enabled": [layer.enabled for layer in layers],
                 "ambiguity": round(float(layers.ambiguity), 4),
                 "alternatives": [list(alt) for alt in layers.alternatives],
+                "fallback": layers.fallback,
             }
     finally:
         layers.set_keep(current)

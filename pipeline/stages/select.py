@@ -3,12 +3,16 @@
 ``build_selector(config.select)`` gives the stage (``KeepPolicy``, a ``pipeline.protocols.
 Selector``); ``KeepPolicy.select(ranked, mode, saliency=None)`` returns a ``Selection``
 (``pipeline.types``): one ``Decision`` (role + short reason) per instance, an ambiguity value
-and alternative main selections. Two steps:
+and alternative main selections. ``select.method``:
 
-- ``select_by_rules(instances, mode, config)`` (this module) reads ``Instance.features``
+- ``learned`` (default): ``--keep main`` follows the learned keep decision the fusion stage
+  wrote into the instances (``select_learned``); ``all`` and ``interacting`` follow the rules;
+- ``rules``: ``select_by_rules(instances, mode, config)`` reads ``Instance.features``
   (``pipeline.features``) and ``Instance.score`` (the ranker's) and applies the rules below;
-- with the image's salient-object map, ``absorb_fragments`` (``pipeline.stages.
+  with the image's salient-object map, ``absorb_fragments`` (``pipeline.stages.
   select_fragments``) then keeps the pieces of a kept subject with it.
+
+Either way ``never_empty`` keeps the best candidate, and says so, when nothing would be kept.
 
 Rules (thresholds from ``SelectConfig``):
 
@@ -34,8 +38,8 @@ Rules (thresholds from ``SelectConfig``):
    portable instance (``Role.KEPT``). ``interacting``: every portable person (the top ones
    ``MAIN``, the rest ``KEPT``, whether or not they hold anything) + their interacting objects;
    no other object.
-5. **Nothing portable** (or no instance): nothing is kept, ambiguity is 1.0 and the
-   alternatives are the top-scoring instances one by one, so a caller can offer them.
+5. **Nothing portable** (or no instance): the rules keep nothing, ambiguity is 1.0 and the
+   alternatives are the top-scoring instances one by one (``never_empty`` then keeps the best).
 
 Reasons name another instance with ``pipeline.types.instance_ref(id)``; ``Layers`` shows it as
 the rank of that instance's layer (what files, the page and the debug view number).
@@ -55,6 +59,7 @@ import numpy as np
 
 from pipeline.config import SelectConfig
 from pipeline.stages.select_fragments import absorb_fragments
+from pipeline.stages.select_learned import learned_partners, never_empty, select_learned
 from pipeline.types import Decision, Instance, KeepMode, Role, Selection, instance_ref
 
 PERSON_LABEL = "person"
@@ -137,16 +142,29 @@ class KeepPolicy:
         Args:
             ranked: the instances, best first (any order works; decisions follow it).
             mode: ``main``, ``all`` or ``interacting``.
-            saliency: the image's ``H×W float32`` salient map in [0, 1], or None; with it,
-                dropped fragments of a kept instance join it (``absorb_fragments``).
+            saliency: the image's ``H×W float32`` salient map in [0, 1], or None; with it and
+                ``method = "rules"``, dropped fragments of a kept instance join it
+                (``absorb_fragments``).
+
+        With ``method = "learned"`` the ``main`` mode follows the fusion stage's decision
+        (``select_learned``); the other modes and ``method = "rules"`` follow the rules. Either
+        way a photo where something was found never comes out empty (``never_empty``).
         """
-        selection = select_by_rules(ranked, mode, self.config)
-        if saliency is None:
-            return selection
+        mode = KeepMode.parse(mode)
         cfg = self.config
-        return absorb_fragments(
-            ranked, selection, saliency, cfg.absorb_threshold, cfg.absorb_min_share
-        )
+        if cfg.method == "learned" and mode is KeepMode.MAIN:
+            _check(ranked)
+            rules = select_by_rules(ranked, KeepMode.MAIN, cfg)
+            selection = select_learned(ranked, cfg, rules)
+        else:
+            selection = select_by_rules(ranked, mode, cfg)
+            if cfg.method == "learned" and mode is KeepMode.INTERACTING:
+                selection = learned_partners(ranked, selection)
+            if saliency is not None and cfg.method == "rules":
+                selection = absorb_fragments(
+                    ranked, selection, saliency, cfg.absorb_threshold, cfg.absorb_min_share
+                )
+        return never_empty(ranked, mode, selection)
 
 
 def build_selector(config: SelectConfig) -> KeepPolicy:

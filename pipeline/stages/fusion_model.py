@@ -1,0 +1,195 @@
+"""The learned keep decision as plain JSON data, and the rule that never keeps nothing.
+
+The JSON document (it loads without executing code, unlike a pickle)::
+
+    {"format": "layercut-keep-model", "version": 1, "kind": "trees" | "linear",
+     "features": [names…],
+     # kind "trees": gradient-boosted regression trees on the log-odds
+     "init": float, "learning_rate": float, "float32_inputs": bool (optional, default false:
+     compare features rounded to float32, as trees grown on float32 data expect),
+     "trees": [{"feature": [int…], "threshold": [float…], "left": [int…], "right": [int…],
+                "value": [float…]}, …],
+     # kind "linear": a logistic regression on standardised features
+     "mean": [...], "scale": [...], "coef": [...], "intercept": float}
+
+A tree node with ``feature = -1`` is a leaf; an inner node sends ``x[feature] <= threshold`` to
+``left``, else to ``right`` (scikit-learn's convention). Trees: ``p = σ(init + learning_rate ·
+Σ leaf values)``; linear: ``p = σ(intercept + coef · (x − mean) / scale)``. Extra keys (a
+``training`` block with data, folds and date) are ignored by the loader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "layercut-keep-model"
+VERSION = 1
+KEEP_AT = 0.5  # a segment is kept at probability ≥ this (see pipeline.stages.segments)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One regression tree: parallel node arrays (leaves have ``feature == -1``)."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(N,)`` leaf values for ``(N, F)`` rows."""
+        node = np.zeros(len(x), np.int64)
+        rows = np.arange(len(x))
+        for _ in range(len(self.feature)):  # bounded by the node count; ends at the leaves
+            inner = self.feature[node] >= 0
+            if not inner.any():
+                break
+            n, r = node[inner], rows[inner]
+            go_left = x[r, self.feature[n]] <= self.threshold[n]
+            node[inner] = np.where(go_left, self.left[n], self.right[n])
+        return self.value[node]
+
+
+class KeepModel:
+    """Probability that a segment belongs to the kept region (see the module docstring)."""
+
+    def __init__(self, doc: Mapping[str, Any], source: str = "keep model") -> None:
+        if not isinstance(doc, Mapping) or doc.get("format") != FORMAT:
+            raise ValueError(f"{source}: format must be {FORMAT!r}")
+        if doc.get("version") != VERSION:
+            raise ValueError(f"{source}: unsupported version {doc.get('version')!r}")
+        features = doc.get("features")
+        if not isinstance(features, list) or not features:
+            raise ValueError(f"{source}: features must be a non-empty list of names")
+        self.features = tuple(str(f) for f in features)
+        self.kind = doc.get("kind")
+        n = len(self.features)
+        try:
+            if self.kind == "trees":
+                self.init = float(doc["init"])
+                self.learning_rate = float(doc["learning_rate"])
+                self.trees = [_tree(t, n) for t in doc["trees"]]
+                self.float32_inputs = bool(doc.get("float32_inputs", False))
+            elif self.kind == "linear":
+                self.mean = _vector(doc["mean"], n, "mean")
+                self.scale = _vector(doc["scale"], n, "scale")
+                if np.any(self.scale <= 0):
+                    raise ValueError("scale must be > 0")
+                self.coef = _vector(doc["coef"], n, "coef")
+                self.intercept = float(doc["intercept"])
+            else:
+                raise ValueError(f"kind must be 'trees' or 'linear', got {self.kind!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        self.doc = dict(doc)
+
+    def columns(self, names: Sequence[str]) -> np.ndarray:
+        """Indices of this model's features in a matrix whose columns are ``names``;
+        ``ValueError`` naming a feature the matrix lacks."""
+        index = {name: j for j, name in enumerate(names)}
+        missing = [f for f in self.features if f not in index]
+        if missing:
+            raise ValueError(f"keep model needs features {missing} the matrix lacks")
+        return np.array([index[f] for f in self.features], np.int64)
+
+    def probability(self, x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """``(N,) float64`` keep probabilities of ``(N, len(names))`` rows."""
+        x = np.asarray(x, np.float64)[:, self.columns(names)] if len(x) else np.zeros((0, 0))
+        if len(x) == 0:
+            return np.zeros(0)
+        if self.kind == "trees":
+            if self.float32_inputs:  # the trees were grown on float32 features
+                x = x.astype(np.float32).astype(np.float64)
+            z = self.init + self.learning_rate * sum(t.predict(x) for t in self.trees)
+        else:
+            z = self.intercept + ((x - self.mean) / self.scale) @ self.coef
+        return _sigmoid(np.asarray(z, np.float64))
+
+    @classmethod
+    def from_json(cls, path: str | Path | Traversable) -> KeepModel:
+        """Load a JSON file (a path, or a file of the installed package: ``MODELS_DIR / name``);
+        a missing or invalid file raises ``ValueError`` naming it."""
+        path = Path(path) if isinstance(path, str) else path
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read keep model {path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"keep model {path} is not valid JSON: {exc}") from None
+        return cls(doc, source=f"keep model {path}")
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.doc, indent=1) + "\n", encoding="utf-8")
+        return path
+
+
+def _vector(values: Any, n: int, name: str) -> np.ndarray:
+    out = np.asarray(values, np.float64).reshape(-1)
+    if out.shape != (n,) or not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} must hold {n} finite numbers")
+    return out
+
+
+def _tree(doc: Mapping[str, Any], n_features: int) -> Tree:
+    feature = np.asarray(doc["feature"], np.int64)
+    size = len(feature)
+    left = np.asarray(doc["left"], np.int64)
+    right = np.asarray(doc["right"], np.int64)
+    threshold = np.asarray(doc["threshold"], np.float64)
+    value = np.asarray(doc["value"], np.float64)
+    if not (len(left) == len(right) == len(threshold) == len(value) == size) or size == 0:
+        raise ValueError("a tree's node arrays must be non-empty and of equal length")
+    inner = feature >= 0
+    if np.any(feature >= n_features) or np.any(feature < -1):
+        raise ValueError("a tree node names a feature index out of range")
+    children = np.concatenate([left[inner], right[inner]])
+    if np.any((children < 1) | (children >= size)):
+        raise ValueError("a tree node points to a child out of range")
+    if not np.all(np.isfinite(value)) or not np.all(np.isfinite(threshold[inner])):
+        raise ValueError("a tree holds non-finite values")
+    return Tree(feature, threshold, left, right, value)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The keep decision over one photo's segments.
+
+    Attributes:
+        probability: ``(N,)`` keep probability per segment.
+        keep: ``(N,) bool``.
+        fallback: "" normally; a sentence when nothing reached ``KEEP_AT`` and the best
+            candidate was kept so that a photo where something was found is never empty.
+    """
+
+    probability: np.ndarray
+    keep: np.ndarray
+    fallback: str
+
+
+def decide(probability: np.ndarray, keep_at: float = KEEP_AT) -> Decision:
+    """Keep the segments at ``probability ≥ keep_at``; when none is but some exist, keep the
+    most probable one and say so (``Decision.fallback``)."""
+    probability = np.asarray(probability, np.float64)
+    keep = probability >= keep_at
+    fallback = ""
+    if len(probability) and not keep.any():
+        best = int(np.argmax(probability))
+        keep[best] = True
+        fallback = (
+            f"no candidate reached keep probability {keep_at:.2f}; kept the most probable "
+            f"one ({probability[best]:.2f}) rather than nothing"
+        )
+    return Decision(probability, keep, fallback)

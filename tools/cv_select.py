@@ -1,0 +1,325 @@
+"""Cross-validated kept-region IoU of the learned keep decision on real photos, per set, beside
+the baselines of the same run.
+
+    python -m tools.cv_select ../shared/data/eval/manifest.json --cache CACHE/eval \
+        --synth SYNTH/train/manifest.json --synth-cache CACHE/synth_train -o OUT
+
+Items come from the stage cache (``tools.select_cache``); every later stage is the product's
+own code (``tools.select_data.prepare``: the map's mask edges and rescue, ``compute_features``;
+then the ranker's ``score``, ``split_segments``, ``segment_features``, the keep model and
+``decide``). Folds are grouped: a DAVIS sequence or a photo is one group, groups of each set
+are dealt over ``--folds`` folds (seeded), and a synthetic scene is trained on only when none
+of its pixel sources is a held-out group. Per fold the ranker is fitted on the training photos
+and usable synthetic scenes, the keep model on the training photos' segments with cross-fitted
+ranker scores, and both are saved as JSON under ``OUT/folds/<k>/`` with the fold's held-out
+item names, so a fold can be re-run through ``python -m pipeline.eval.cli``.
+
+Writes ``OUT/cv.json`` (per item: fold and every number) and ``OUT/cv.md`` (the per-set
+table); prints the table. With ``--thumbs`` also ``OUT/report.json`` and ``OUT/thumbs/`` in the
+evaluation's layout, so ``tools/contact_sheet.py OUT --by iou-iou_rule_salient`` shows the
+largest cross-validated wins and losses against the map alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from pipeline.eval.dataset import load_dataset
+from pipeline.eval.rules import RULES, keep_salient, oracle_union_iou
+from pipeline.stages.fusion_features import FEATURE_NAMES
+from pipeline.stages.fusion_model import KeepModel, decide
+from pipeline.stages.rank import LinearRanker
+from tools.cv_report import SETS, SIMPLE_RULES, table, write_sheet_report
+from tools.select_cache import cache_file, load_entry
+from tools.select_data import Prepared, prepare
+from tools.select_train import (
+    crossfit_scores,
+    fit_keep,
+    fit_ranker,
+    keep_rows,
+    scores_of,
+    usable_synth,
+)
+
+N_INNER = 4  # inner folds of the cross-fitted ranker scores
+
+
+def load_records(
+    manifest: str | Path,
+    cache_dir: str | Path,
+    config: Config,
+    sets: Sequence[str] = (),
+    gt_proposals: bool = False,
+    log=sys.stderr,
+) -> tuple[list[Prepared], list[Prepared]]:
+    """``(map_on, map_off)`` records of every cached item (same order)."""
+    raw = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    sources = {
+        it["name"]: frozenset([it["sources"].get("background", ""), *it["sources"]["cutouts"]])
+        for it in raw["items"]
+        if isinstance(it.get("sources"), dict)
+    }
+    on, off = [], []
+    items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
+    start = time.perf_counter()
+    for item in items:
+        path = cache_file(Path(cache_dir), item)
+        if not path.is_file():
+            continue
+        entry = load_entry(path)
+        for variant, out in ((True, on), (False, off)):
+            rec = prepare(item, entry, config, variant, gt_proposals)
+            if item.name in sources:  # a synthetic scene: its own group, and its sources
+                rec.group = item.name
+                rec.sources = (sources[item.name] - {""}) | {item.name}
+            out.append(rec)
+    if log is not None:
+        print(f"prepared {len(on)} items in {time.perf_counter() - start:.0f} s", file=log)
+    return on, off
+
+
+def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> dict[str, int]:
+    """group → fold: each set's groups shuffled (seeded) and dealt on from where the previous
+    set stopped, so every fold holds a share of every set."""
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for set_name in sorted({r.set_name for r in records}):
+        groups = sorted({r.group for r in records if r.set_name == set_name} - set(fold_of))
+        for i in rng.permutation(len(groups)):
+            fold_of[groups[i]] = position % n_folds
+            position += 1
+    return fold_of
+
+
+def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> tuple[dict, np.ndarray]:
+    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``, and
+    the kept region (``H×W bool``)."""
+    scores = scores_of(ranker, rec)
+    decision = decide(model.probability(rec.features(scores), FEATURE_NAMES))
+    region = rec.region(decision.keep)
+    out = {
+        "iou": rec.iou_of(region),
+        "empty": float(not region.any() and bool(rec.gt.any())),
+        "fallback": float(bool(decision.fallback)),
+    }
+    if len(scores) >= 2:
+        out["p_at_1"] = float(rec.inst_in_frac[int(np.argmax(scores))] >= 0.5)
+    return out, region
+
+
+def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict[str, float]:
+    """Fold-independent numbers of one item: the map alone, the rules, the oracles, and the
+    keep policy before this change (``before``: rankers of the ``salient`` and ``cpu``
+    presets)."""
+    from pipeline.stages.select import KeepPolicy
+    from pipeline.types import KeepMode
+
+    hw = on.gt.shape
+    out = {"map_alone": on.iou_of(keep_salient(on.raw, hw, saliency=on.saliency))}
+    for name in SIMPLE_RULES:
+        out[f"rule_{name}"] = off.iou_of(RULES[name](off.raw, hw))
+        out[f"map_rule_{name}"] = on.iou_of(RULES[name](on.instances, hw))
+    for tag, rec in (("map", on), ("nomap", off)):
+        out[f"oracle_union_{tag}"] = oracle_union_iou(
+            [i.mask for i in rec.instances], rec.gt, rec.ignore
+        )
+        keep = rec.seg_in > rec.seg_out
+        out[f"oracle_segments_{tag}"] = rec.iou_of(rec.region(keep))
+    policy = KeepPolicy(dataclasses.replace(config.select, method="rules"))
+    for tag, rec, ranker in (("map", on, before["map"]), ("nomap", off, before["nomap"])):
+        instances = rec.scored(scores_of(ranker, rec))
+        selection = policy.select(instances, KeepMode.MAIN, saliency=rec.saliency)
+        region = np.zeros(hw, bool)
+        for inst, d in zip(instances, selection.decisions, strict=True):
+            if d.role.kept:
+                region |= inst.mask
+        out[f"before_{tag}"] = rec.iou_of(region)
+        out[f"before_{tag}_empty"] = float(not region.any() and bool(rec.gt.any()))
+    return out
+
+
+def run_cv(
+    on: Sequence[Prepared],
+    off: Sequence[Prepared],
+    synth: Sequence[Prepared],
+    n_folds: int,
+    seed: int,
+    kind: str,
+    out_dir: Path | None = None,
+    log=sys.stderr,
+    synth_det: Sequence[Prepared] = (),
+    regions: dict | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
+
+    ``synth``: synthetic scenes with GT instances (ranker training); ``synth_det``: the same
+    scenes with the detector's instances (keep-model training). Both only where no pixel
+    source is held out. ``regions``, when given, receives each item's kept regions
+    (``{"map": H×W bool, "nomap": H×W bool}``)."""
+    fold_of = stratified_folds(on, n_folds, seed)
+    results: dict[str, dict[str, float]] = {}
+    for k in range(n_folds):
+        start = time.perf_counter()
+        held = {g for g, f in fold_of.items() if f == k}
+        test = [i for i, r in enumerate(on) if r.group in held]
+        train = [i for i, r in enumerate(on) if r.group not in held]
+        train_groups = {on[i].group for i in train}
+        if train_groups & held:  # cannot happen by construction; checked all the same
+            raise RuntimeError(f"fold {k}: groups on both sides: {sorted(train_groups & held)}")
+        syn = usable_synth(synth, held)
+        train_recs = [on[i] for i in train] + [off[i] for i in train]
+        ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
+        keep_recs = [*train_recs, *usable_synth(synth_det, held)]
+        scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
+        x, y, w, _ = keep_rows(keep_recs, scores)
+        model = fit_keep(x, y, w, kind)
+        for i in test:
+            row = {"fold": float(k)}
+            kept = {}
+            for tag, rec in (("map", on[i]), ("nomap", off[i])):
+                metrics, kept[tag] = ours(rec, ranker, model)
+                row.update({f"ours_{tag}_{m}": v for m, v in metrics.items()})
+            results[on[i].name] = row
+            if regions is not None:
+                regions[on[i].name] = kept
+        if out_dir is not None:
+            folder = out_dir / "folds" / str(k)
+            folder.mkdir(parents=True, exist_ok=True)
+            ranker.to_json(folder / "ranker.json")
+            model.to_json(folder / "keep.json")
+            names = sorted(on[i].name for i in test)
+            (folder / "held_out.json").write_text(json.dumps(names, indent=1) + "\n")
+        if log is not None:
+            seconds = time.perf_counter() - start
+            print(f"fold {k}: {len(test)} held out, {len(train)} train photos, "
+                  f"{len(syn)}/{len(synth)} synthetic scenes, {len(y)} segments, "
+                  f"{seconds:.0f} s", file=log, flush=True)  # fmt: skip
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.cv_select", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("manifest", help="the real photos' manifest.json")
+    parser.add_argument("--cache", required=True, help="stage cache of the photos")
+    parser.add_argument("--synth", default=None, help="tools.synth manifest.json (optional)")
+    parser.add_argument("--synth-cache", default=None, help="stage cache of the scenes")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=("hgb", "trees", "linear"), default="hgb")
+    parser.add_argument(
+        "--before-ranker",
+        default=None,
+        help="ranker JSON of the map-less keep policy before this change (default: "
+        "models/ranker.json)",
+    )
+    parser.add_argument(
+        "--fit-out", default=None, help="also fit on every photo; write ranker.json, keep.json"
+    )
+    parser.add_argument(
+        "--thumbs",
+        action="store_true",
+        help="write OUT/report.json and OUT/thumbs/ for tools/contact_sheet.py",
+    )
+    parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        # the tool fits its own keep models: the shipped one need not exist yet
+        overrides = ["select.method=rules", *args.overrides]
+        config = load_config(args.config, overrides, device="cpu")
+        sets = tuple(s for s in args.sets.split(",") if s)
+        on, off = load_records(args.manifest, args.cache, config, sets)
+        synth: list[Prepared] = []
+        if args.synth:
+            s_on, s_off = load_records(args.synth, args.synth_cache, config, gt_proposals=True)
+            synth = s_on + s_off
+        # the keep policy before this change: the salient preset ranked with the hand-set
+        # prior, the cpu preset (no map) with models/ranker.json
+        before_path = args.before_ranker or _models() / "ranker.json"
+        before = {"map": _prior(), "nomap": LinearRanker.from_json(before_path)}
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        regions: dict | None = {} if args.thumbs else None
+        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions)
+        for a, b in zip(on, off, strict=True):
+            rows[a.name].update(baselines(a, b, config, before))
+        if args.fit_out:
+            fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args))
+    except (ValueError, OSError) as exc:
+        print(f"cv_select: {exc}", file=sys.stderr)
+        return 2
+    set_of = {r.name: r.set_name for r in on}
+    text, numbers = table(rows, set_of)
+    doc = {"args": vars(args), "per_set": numbers, "items": rows, "sets": set_of}
+    (out / "cv.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (out / "cv.md").write_text(text + "\n", encoding="utf-8")
+    if regions is not None:
+        write_sheet_report(out, rows, on, regions, args.manifest)
+    print(text)
+    return 0
+
+
+def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict) -> None:
+    """The shipped models: the ranker on every photo and scene, the keep model on every photo's
+    segments with cross-fitted ranker scores (as in each fold)."""
+    from datetime import date
+
+    records = [*on, *off]
+    ranker = fit_ranker([*records, *synth], name="ranker")
+    scores = crossfit_scores(records, synth, N_INNER, seed)
+    x, y, w, _ = keep_rows(records, scores)
+    model = fit_keep(x, y, w, kind)
+    training = {
+        "tool": "tools.cv_select --fit-out",
+        "photos": len(on),
+        "sets": sorted({r.set_name for r in on}),
+        "synthetic_scenes": len(synth) // 2,
+        "segments": int(len(y)),
+        "kind": kind,
+        "detector": "yolov8n-seg int8 ONNX at 320 px; map: ISNet (isnet_medium.onnx, 1024 px)",
+        "args": {k: v for k, v in args.items() if isinstance(v, (str, int, float)) or v is None},
+        "date": date.today().isoformat(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    doc = ranker.to_dict()
+    doc["training"] = {
+        "tool": training["tool"],
+        "data": "the synthetic scenes' GT instances and ranks, with the real ISNet map",
+        "synthetic_scenes": training["synthetic_scenes"],
+        "method": "pairwise logistic regression (within-scene pairs) + 1-D calibration",
+        "date": training["date"],
+    }
+    (out / "ranker.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    model.doc["name"] = "keep"
+    model.doc["training"] = training
+    model.to_json(out / "keep.json")
+
+
+def _models() -> Path:
+    from pipeline.stages.rank import MODELS_DIR
+
+    return MODELS_DIR
+
+
+def _prior() -> LinearRanker:
+    from pipeline.stages.rank import PRIOR
+
+    return PRIOR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Fit the ranker and the keep decision from ``tools.select_data.Prepared`` records.
+
+- ``fit_ranker``: the pairwise linear ranker of ``tools.train_ranker`` over ``RANK_FEATURES``
+  (the map's cues included), on synthetic scenes (GT instances and ranks, real ISNet map).
+- ``crossfit_scores``: ranker scores of training photos from rankers that never saw them (inner
+  grouped folds), so the keep model learns how far a score on an *unseen* photo can be trusted.
+- ``fit_keep``: the keep decision over segments (``pipeline.stages.fusion_features``), a
+  logistic regression or gradient-boosted trees, exported as ``layercut-keep-model`` JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from pipeline.stages.fusion_features import FEATURE_NAMES
+from pipeline.stages.fusion_model import FORMAT, VERSION, KeepModel
+from pipeline.stages.rank import LinearRanker
+from tools.select_data import Prepared, segment_labels
+from tools.train_ranker import RANK_FEATURES as BASE_RANK_FEATURES
+from tools.train_ranker import Table, fit
+
+# the ranker's cues: tools.train_ranker's and the map's (0 without one). det_score is left out:
+# every GT instance of a synthetic scene has 1.0, so nothing could be learned from it.
+RANK_FEATURES: tuple[str, ...] = (*BASE_RANK_FEATURES, "sal_mean_inside", "sal_share", "sal_cover")
+RANKER_C = 0.1  # fixed a priori (the synthetic-scene CV of tools.train_ranker picks 0.01–0.1)
+SUBJECT_FRAC = 0.5  # an instance with at least this share inside the GT region is a subject
+TREE_PARAMS = {
+    "n_estimators": 150,
+    "max_depth": 3,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "min_samples_leaf": 10,
+    "random_state": 0,
+}
+LINEAR_C = 1.0
+HGB_PARAMS = {
+    "max_iter": 200,
+    "learning_rate": 0.05,
+    "max_depth": 3,
+    "min_samples_leaf": 20,
+    "l2_regularization": 1.0,
+    "early_stopping": False,
+    "random_state": 0,
+}
+# Monotone constraints (+1: more of it never lowers the keep probability, -1: never raises):
+# what every photo agrees on, so a few hundred photos cannot learn the opposite by chance.
+MONOTONIC: dict[str, int] = {
+    "seg_map_mean": 1,
+    "seg_in_top_region": 1,
+    "seg_near_top": 1,
+    "score": 1,
+    "score_rel": 1,
+    "is_top": 1,
+    "rank_frac": -1,
+    "sal_mean_inside": 1,
+    "sal_cover": 1,
+    "sal_rel_top": 1,
+    "partner_is_top": 1,
+    "blur": -1,
+}
+
+
+def ranker_table(records: Sequence[Prepared]) -> Table:
+    """Instance rows of ``records`` (one scene each) for ``tools.train_ranker.fit``."""
+    rows, scene, rank, kept = [], [], [], []
+    for s, rec in enumerate(records):
+        for k, inst in enumerate(rec.instances):
+            rows.append([inst.features[f] for f in RANK_FEATURES])
+            scene.append(s)
+            subject = rec.inst_in_frac[k] >= SUBJECT_FRAC
+            if rec.ranks is not None:
+                rank.append(int(rec.ranks[k]))
+            else:
+                rank.append(1 if subject else 2)
+            kept.append(subject)
+    n = len(rows)
+    return Table(
+        np.asarray(rows, np.float64).reshape(n, len(RANK_FEATURES)),
+        np.asarray(scene, np.int64),
+        np.asarray(rank, np.int64),
+        np.asarray(kept, bool),
+        np.zeros(n, np.int64),
+        tuple(r.set_name for r in records),
+        tuple(frozenset({r.group}) for r in records),
+    )
+
+
+def fit_ranker(records: Sequence[Prepared], name: str = "ranker") -> LinearRanker:
+    """The pairwise ranker (``tools.train_ranker.fit``) on the records with GT ranks (the
+    synthetic scenes); photos without ranks are skipped. Measured (tools.cv_select, 5 folds):
+    adding the photos' instances (subject or not) changed the keep decision's IoU by less than
+    the fold-to-fold noise, and lowered held-out synthetic p@1 from 0.956 to 0.922, so the
+    ranker orders by what the scenes' known ranks teach and the keep model learns the photos."""
+    ranked = [r for r in records if r.ranks is not None]
+    if not ranked:
+        raise ValueError("the ranker needs scenes with GT ranks (tools.synth scenes)")
+    table = ranker_table(ranked)
+    return fit(table, np.arange(len(table.x)), RANKER_C, name=name, features=RANK_FEATURES)
+
+
+def scores_of(ranker: LinearRanker, rec: Prepared) -> np.ndarray:
+    return ranker.score(rec.instances) if rec.instances else np.zeros(0)
+
+
+def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> dict[str, int]:
+    """group → fold, groups shuffled with ``seed`` and dealt round-robin."""
+    unique = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[i]: k % n_folds for k, i in enumerate(order)}
+
+
+def usable_synth(synth: Sequence[Prepared], held_out: set[str]) -> list[Prepared]:
+    """Synthetic scenes none of whose pixel sources is a held-out group."""
+    return [s for s in synth if not (s.sources & held_out)]
+
+
+def crossfit_scores(
+    train: Sequence[Prepared],
+    synth: Sequence[Prepared],
+    n_inner: int,
+    seed: int,
+    fitter: Callable[[Sequence[Prepared]], LinearRanker] = fit_ranker,
+) -> list[np.ndarray]:
+    """Scores of every ``train`` record from a ranker fitted without its group (inner grouped
+    folds); synthetic scenes built from that group's pixels are left out as well."""
+    fold_of = group_folds([r.group for r in train], n_inner, seed)
+    out: list[np.ndarray | None] = [None] * len(train)
+    for j in range(n_inner):
+        held = {g for g, f in fold_of.items() if f == j}
+        fit_on = [r for r in train if r.group not in held and not (r.sources & held)]
+        fit_on += usable_synth(synth, held)
+        ranker = fitter(fit_on)
+        for i, rec in enumerate(train):
+            if rec.group in held:
+                out[i] = scores_of(ranker, rec)
+    return [s if s is not None else np.zeros(0) for s in out]
+
+
+def keep_rows(records: Sequence[Prepared], scores: Sequence[np.ndarray]):
+    """``(X, y, w, record index)`` over every segment of ``records`` under ``scores``."""
+    xs, ys, ws, idx = [], [], [], []
+    for i, (rec, sc) in enumerate(zip(records, scores, strict=True)):
+        if not rec.segments:
+            continue
+        xs.append(rec.features(sc))
+        y, w = segment_labels(rec)
+        ys.append(y)
+        ws.append(w)
+        idx.append(np.full(len(y), i))
+    if not xs:
+        raise ValueError("no segment to learn from")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws), np.concatenate(idx)
+
+
+def export_trees(clf: GradientBoostingClassifier, x0: np.ndarray) -> dict:
+    """A fitted binary ``GradientBoostingClassifier`` as a ``layercut-keep-model`` document."""
+    trees = []
+    total = 0.0
+    for est in clf.estimators_[:, 0]:
+        t = est.tree_
+        leaf = t.children_left == -1
+        trees.append(
+            {
+                "feature": np.where(leaf, -1, t.feature).tolist(),
+                "threshold": np.where(leaf, 0.0, t.threshold).tolist(),
+                "left": np.where(leaf, -1, t.children_left).tolist(),
+                "right": np.where(leaf, -1, t.children_right).tolist(),
+                "value": t.value[:, 0, 0].tolist(),
+            }
+        )
+        total += float(est.predict(x0[None].astype(np.float32))[0])
+    init = float(clf.decision_function(x0[None])[0]) - clf.learning_rate * total
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "trees",
+        "features": list(FEATURE_NAMES),
+        "init": init,
+        "learning_rate": float(clf.learning_rate),
+        "float32_inputs": True,
+        "trees": trees,
+    }
+
+
+def export_hist_trees(clf) -> dict:
+    """A fitted binary ``HistGradientBoostingClassifier`` as a ``layercut-keep-model``
+    document (leaf values already hold the learning rate)."""
+    trees = []
+    for (predictor,) in clf._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        if np.any(nodes["is_categorical"][~leaf]):
+            raise ValueError("categorical splits cannot be exported")
+        trees.append(
+            {
+                "feature": np.where(leaf, -1, nodes["feature_idx"]).tolist(),
+                "threshold": np.where(leaf, 0.0, nodes["num_threshold"]).tolist(),
+                "left": np.where(leaf, -1, nodes["left"]).tolist(),
+                "right": np.where(leaf, -1, nodes["right"]).tolist(),
+                "value": nodes["value"].astype(np.float64).tolist(),
+            }
+        )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "trees",
+        "features": list(FEATURE_NAMES),
+        "init": float(np.ravel(clf._baseline_prediction)[0]),
+        "learning_rate": 1.0,
+        "trees": trees,
+    }
+
+
+def fit_keep(x: np.ndarray, y: np.ndarray, w: np.ndarray, kind: str = "trees") -> KeepModel:
+    """The keep decision fitted on segment rows (weights as ``segment_labels``)."""
+    if len(np.unique(y)) < 2:
+        raise ValueError("the keep decision needs segments of both labels")
+    w = w * (len(w) / max(float(w.sum()), 1e-12))  # mean weight 1: regularisation unchanged
+    if kind == "trees":
+        clf = GradientBoostingClassifier(**TREE_PARAMS)
+        clf.fit(x, y, sample_weight=w)
+        return KeepModel(export_trees(clf, x[0]))
+    if kind == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        params = {k: v for k, v in HGB_PARAMS.items()}
+        params["monotonic_cst"] = [MONOTONIC.get(name, 0) for name in FEATURE_NAMES]
+        clf = HistGradientBoostingClassifier(**params)
+        clf.fit(x, y, sample_weight=w)
+        return KeepModel(export_hist_trees(clf))
+    if kind == "linear":
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        lr = LogisticRegression(C=LINEAR_C, max_iter=5000)
+        lr.fit((x - mean) / scale, y, sample_weight=w)
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": "linear",
+            "features": list(FEATURE_NAMES),
+            "mean": mean.tolist(),
+            "scale": scale.tolist(),
+            "coef": lr.coef_[0].tolist(),
+            "intercept": float(lr.intercept_[0]),
+        }
+        return KeepModel(doc)
+    raise ValueError(f"kind must be 'trees' or 'linear', got {kind!r}")
