@@ -157,15 +157,15 @@ def _check_engine(args: argparse.Namespace, output: str) -> None:
             flag = "--" + given[0].replace("_", "-")
             raise UsageError(f"{flag} needs --engine ray")
         return
-    from pipeline.batch.ray_cluster import ray_missing
-
-    if missing := ray_missing():
-        raise UsageError(missing)
     if STDIO in (output, *args.inputs):
         raise UsageError(
             "--engine ray reads files and writes a folder or file: standard input/output (-) "
             "works with the local engine only"
         )
+    from pipeline.batch.ray_cluster import ray_missing
+
+    if missing := ray_missing():
+        raise UsageError(missing)
 
 
 def _load_config(args: argparse.Namespace, overrides: list[str]):

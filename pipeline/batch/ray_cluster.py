@@ -139,20 +139,22 @@ def _token_available() -> bool:
 def prepare_environment(address: str | None) -> None:
     """Ray's settings that must be in the environment before ``import ray``.
 
-    No usage statistics. On a private instance or a cluster on this machine, every Ray service
-    binds to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; otherwise Ray binds the
-    machine's address), and a private instance uses token authentication. Joining a cluster
-    by its address, the token is used when one is at hand (``ray start`` turns authentication
-    on when it finds one; a token sent to a cluster without authentication is ignored). A value
-    the user set is kept; nothing is set once Ray is imported (its settings are read then, and
-    a process started later would disagree with this one).
+    No usage statistics. On a private instance or a cluster at a loopback address, every Ray
+    service binds to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; otherwise Ray binds
+    the machine's address). Token authentication must match the cluster's (the driver serves
+    the workers too, and each side refuses calls without the token it expects): a private
+    instance uses it; a cluster on this machine (a loopback address, ``auto``) uses it when a
+    token is at hand, as ``ray start`` decided when it started; for a cluster elsewhere it is
+    the user's ``RAY_AUTH_MODE``, as with any Ray driver. A value the user set is kept; nothing
+    is set once Ray is imported (its settings are read then).
     """
     if "ray" in sys.modules:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if _is_loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if address is None or _token_available():
+    here = _is_loopback(address) or address == "auto"
+    if address is None or (here and _token_available()):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
