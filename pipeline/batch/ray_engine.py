@@ -215,10 +215,12 @@ class _Driver:
                         return 1  # no worker could start: each said why already
                     self._fail_rest()
                     break
-                finished, _ = self.ray.wait(refs, num_returns=1, timeout=WAIT_NOTE_S)
+                finished, rest = self.ray.wait(refs, num_returns=1, timeout=WAIT_NOTE_S)
                 if not finished and not self.ready and not waited:
                     waited = True
                     self.report.say(self._waiting_note())
+                if finished and rest:  # and every other one done by now: one pass for all
+                    finished += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in finished:
                     self._collect(ref)
         except KeyboardInterrupt:
