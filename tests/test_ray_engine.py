@@ -210,6 +210,14 @@ def test_same_files_as_local_a_broken_file_named_and_a_resume(
     assert files(dist) == files(local)
 
 
+def test_device_cuda_means_the_clusters_gpus_and_this_one_has_none(env, head, tmp_path):
+    photo(tmp_path / "in" / "bus.jpg", "bus.jpg", (150, 200))
+    args = ["in", "-o", "out", "--engine", "ray", "--ray-address", head, "--device", "cuda"]
+    run = cli(args, env, tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == "layercut: error: --device cuda: the Ray cluster has no GPU"
+
+
 KILLER = """
 import os, sys, time
 from pipeline.batch.ray_cluster import prepare_environment

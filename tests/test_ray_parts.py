@@ -6,8 +6,11 @@ options without ``--engine ray``). The engine itself runs on a real Ray cluster 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 import sys
+import time
 from pathlib import PurePosixPath
 
 import pytest
@@ -154,3 +157,39 @@ def test_engine_options_are_checked_first(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_progress_keeps_other_stderr_lines_whole_and_gives_stderr_back():
+    import io
+
+    from pipeline.batch.progress import Progress
+
+    err, before = io.StringIO(), sys.stderr
+    progress = Progress(3, quiet=False, err=err, status="starting workers")
+    progress.advance()
+    print("(raylet) a worker died", file=sys.stderr)  # as Ray prints its own messages
+    progress.say("in/b.jpg: not an image")
+    progress.close()
+    assert sys.stderr is before
+    lines = [line.strip() for line in err.getvalue().replace("\r", "\n").splitlines()]
+    assert "(raylet) a worker died" in lines and "in/b.jpg: not an image" in lines
+    assert any(line.startswith("starting workers:") for line in lines)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_a_ray_address_where_nothing_answers_is_one_line_at_once(tmp_path, monkeypatch, capsys):
+    photo_file(tmp_path / "in" / "a.png")
+    for key in ("RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE"):
+        monkeypatch.setenv(key, os.environ.get(key, "0" if "AUTH" not in key else "disabled"))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    argv = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    assert main([*argv, "--ray-address", f"127.0.0.1:{port}"]) == 2
+    assert time.monotonic() - start < 30  # Ray alone would retry for minutes
+    err = capsys.readouterr().err.strip()
+    want = f"--ray-address 127.0.0.1:{port}: no Ray cluster answers (Connection refused)"
+    assert err == f"layercut: error: {want}"
+    assert main([*argv, "--ray-address", "nowhere"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err

@@ -43,14 +43,23 @@ VARIANTS = {
     "ray-1x2": ["--engine", "ray", "--workers", "1", "--set", "runtime.threads=2"],
     "ray-2": ["--engine", "ray", "--workers", "2"],
 }
-SUMMARY = re.compile(r"layercut: done (\d+)(?:, skipped \d+ \(done before\))?, failed (\d+), ([\d.]+) s")
+SUMMARY = re.compile(
+    r"layercut: done (\d+)(?:, skipped \d+ \(done before\))?, failed (\d+), ([\d.]+) s"
+)
 STARTING = re.compile(r"([\d.]+) s of it starting them")
 
 
-def run_once(python: str, inputs: Path, variant: list[str], extra: list[str]) -> dict:
-    """One CLI process on ``inputs`` → wall seconds, the summary's figures, the load."""
+def run_once(
+    python: str, inputs: Path, variant: list[str], extra: list[str], niceness: int | None = 0
+) -> dict:
+    """One CLI process on ``inputs`` → wall seconds, the summary's figures, the load.
+
+    ``niceness``: of the Ray workers (None: Ray's default, 15, which yields the CPU to every
+    other process of the machine; 0: the priority of the local engine's process)."""
     out = Path(tempfile.mkdtemp(prefix="ray-scaling-out-"))
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "YOLO_AUTOINSTALL": "false"}
+    if niceness is not None:
+        env["RAY_worker_niceness"] = str(niceness)  # read by each worker Ray starts
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(
@@ -111,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="broken files for the overhead")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--ray-niceness",
+        type=int,
+        default=0,
+        help="the Ray workers' niceness (Ray's default is 15: on a busy machine they then "
+        "yield to every other process, the local engine does not); -1: Ray's default",
+    )
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     photos = sorted(glob.glob(args.images))[: args.photos]
@@ -127,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         broken.mkdir()
         for i in range(args.jobs):
             (broken / f"b{i:05d}.jpg").write_bytes(b"not an image")
+        nice = None if args.ray_niceness < 0 else args.ray_niceness
         runs: dict[str, list[dict]] = {name: [] for name in args.variants}
         overhead: dict[str, list[dict]] = {"local": [], "ray-2": []}
         for r in range(args.rounds):
             for name in args.variants:
-                runs[name].append(run_once(args.python, inputs, VARIANTS[name], extra))
+                runs[name].append(run_once(args.python, inputs, VARIANTS[name], extra, nice))
                 print(f"round {r + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
             for name in overhead:  # jobs that fail at once: what remains is the engine's share
-                overhead[name].append(run_once(args.python, broken, VARIANTS[name], extra))
+                overhead[name].append(run_once(args.python, broken, VARIANTS[name], extra, nice))
                 print(f"round {r + 1} overhead {name}: {json.dumps(overhead[name][-1])}")
         print(f"\n{len(photos)} photos ({in_bytes / len(photos) / 1e3:.0f} kB each on average), "
               f"{args.rounds} rounds, medians:")  # fmt: skip

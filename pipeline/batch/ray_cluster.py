@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     prepare_environment(address)
     import ray
 
+    if address not in (None, "auto"):
+        _probe(address)  # Ray itself retries an unreachable head for minutes, silently
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     env = {"env_vars": forwarded_env()}
     try:
@@ -192,6 +195,18 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         where = address or "a local instance"
         raise ClusterError(f"Ray at {where}: cannot connect ({_first_line(exc)})") from None
     return False
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """``ClusterError`` when nothing answers at ``address`` (``HOST:PORT``, ``ray://`` too)."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"--ray-address {address}: expected HOST:PORT (or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ClusterError(f"--ray-address {address}: no Ray cluster answers ({reason})") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,11 +31,13 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from pipeline.batch.job import JobResult
 from pipeline.batch.plan import Job, OutputOptions, Plan
+from pipeline.batch.progress import Progress
 from pipeline.batch.ray_cluster import (
     RaySettings,
     WorkerShape,
@@ -85,7 +87,9 @@ def run_ray(
     try:
         total, nodes = cluster_resources()
         shape = size_workers(total, nodes, config.runtime.threads, config.runtime.device, settings)
-        driver = _Driver(ray, plan, options, shape, _Report(len(plan.jobs), quiet, err))
+        shape = replace(shape, count=min(shape.count, len(plan.jobs)))  # no idle model loads
+        progress = Progress(len(plan.jobs), quiet, err, status="starting workers")
+        driver = _Driver(ray, plan, options, shape, progress)
         driver.show_traceback = show_traceback
         try:
             driver.start_workers(config)
@@ -94,63 +98,6 @@ def run_ray(
             driver.close()
     finally:
         ray.shutdown()  # stops a private instance; the workers end with this driver anyway
-
-
-class _Report:
-    """The driver's progress bar (more than one job, not quiet), failure lines above it, and
-    the summary. Any other line written to stderr meanwhile (Ray's own) goes above the bar."""
-
-    def __init__(self, total: int, quiet: bool, err: TextIO) -> None:
-        self.err = err
-        self.quiet = quiet
-        self.progress = None
-        self._stderr = None
-        if total > 1 and not quiet:
-            from tqdm import tqdm
-
-            self.progress = tqdm(total=total, unit="img", file=err, dynamic_ncols=True)
-            self.progress.set_description_str("starting workers")
-            self._stderr, sys.stderr = sys.stderr, _AboveBar(err)
-
-    def say(self, line: str) -> None:
-        if self.progress is not None:
-            self.progress.write(line, file=self.err)
-        else:
-            print(line, file=self.err)
-
-    def started(self) -> None:
-        if self.progress is not None:
-            self.progress.set_description_str("")
-
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.update(1)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
-            self.progress = None
-        if self._stderr is not None:
-            sys.stderr, self._stderr = self._stderr, None
-
-
-class _AboveBar:
-    """A stderr whose lines are written above the progress bar, not through it."""
-
-    def __init__(self, err: TextIO) -> None:
-        self.err = err
-
-    def write(self, text: str) -> int:
-        from tqdm import tqdm
-
-        with tqdm.external_write_mode(file=self.err):
-            return self.err.write(text)
-
-    def flush(self) -> None:
-        self.err.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self.err, name)
 
 
 class _Driver:
@@ -278,7 +225,7 @@ class _Driver:
         self.ready.append(i)
         if self.started_s is None:
             self.started_s = time.perf_counter()
-            self.report.started()
+            self.report.status("")
 
     def _worker_died(self, i: int, actor, job: Job, exc: Exception) -> None:
         """The worker running ``job`` died (killed for memory, a crash): start another in its
@@ -311,9 +258,9 @@ class _Driver:
     def _waiting_note(self) -> str:
         total, _ = cluster_resources()
         return (
-            f"layercut: no worker has started after {WAIT_NOTE_S:.0f} s; the cluster has "
-            f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU for "
-            f"{self.shape.describe()} (waiting for resources)"
+            f"layercut: no worker has started after {WAIT_NOTE_S:.0f} s (the cluster has "
+            f"{total.get('CPU', 0):g} CPU and {total.get('GPU', 0):g} GPU; asked for "
+            f"{self.shape.describe()}); still waiting"
         )
 
     def _stop(self) -> None:
