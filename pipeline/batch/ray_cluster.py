@@ -168,16 +168,16 @@ def forwarded_env() -> dict[str, str]:
     }
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a private instance on
-    127.0.0.1 with ``num_cpus`` CPUs (None: this machine's). Returns True when it started one
+    127.0.0.1 with this machine's CPUs (and GPUs). Returns True when it started one
     (``ray.shutdown()`` then stops it). ``ClusterError`` when the cluster cannot be reached."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address not in (None, "auto"):
+        _probe(address)  # Ray itself retries an unreachable head for minutes, silently
     prepare_environment(address)
     import ray
 
-    if address not in (None, "auto"):
-        _probe(address)  # Ray itself retries an unreachable head for minutes, silently
     quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     env = {"env_vars": forwarded_env()}
     try:
@@ -185,7 +185,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             ray.init(
                 address="local",
                 _node_ip_address="127.0.0.1",
-                num_cpus=num_cpus,
                 runtime_env=env,
                 **quiet,
             )
