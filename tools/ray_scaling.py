@@ -26,6 +26,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ SUMMARY = re.compile(
     r"layercut: done (\d+)(?:, skipped \d+ \(done before\))?, failed (\d+), ([\d.]+) s"
 )
 STARTING = re.compile(r"([\d.]+) s of it starting them")
+WORKER_CPU = re.compile(r"\(([\d.]+) CPU s each\)")
 
 
 def run_once(
@@ -61,6 +63,7 @@ def run_once(
     if niceness is not None:
         env["RAY_worker_niceness"] = str(niceness)  # read by each worker Ray starts
     load_before = os.getloadavg()[0]
+    cpu_before = _children_cpu_s()
     start = time.perf_counter()
     proc = subprocess.run(
         [python, "-m", "pipeline.cli", str(inputs), "-o", str(out), *variant, *extra],
@@ -69,6 +72,7 @@ def run_once(
         env=env,
     )
     wall = time.perf_counter() - start
+    cpu_s = _children_cpu_s() - cpu_before
     out_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
     lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if SUMMARY.search(line)]
@@ -77,6 +81,7 @@ def run_once(
     done, failed, seconds = SUMMARY.search(lines[-1]).groups()
     starting = STARTING.search(lines[-1])
     start_s = float(starting.group(1)) if starting else 0.0
+    worker_cpu = WORKER_CPU.search(lines[-1])
     return {
         "exit": proc.returncode,
         "wall_s": wall,
@@ -84,9 +89,16 @@ def run_once(
         "failed": int(failed),
         "loop_s": float(seconds) - start_s,  # the steady part: after models loaded
         "start_s": start_s if starting else wall - float(seconds),
+        "cpu_s": cpu_s,  # the CLI process (local engine: everything; Ray: the driver)
+        "worker_cpu_s": float(worker_cpu.group(1)) if worker_cpu else None,  # per photo
         "out_bytes": out_bytes,
         "load": (load_before + os.getloadavg()[0]) / 2,
     }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_table(runs: dict[str, list[dict]], jobs: int, key: str = "done") -> list[str]:
@@ -105,7 +117,7 @@ def median_table(runs: dict[str, list[dict]], jobs: int, key: str = "done") -> l
         per = statistics.median(r["loop_s"] / max(r[key], 1) for r in items)
         rows.append(
             f"| {name} | {len(items)} | {med('wall_s'):.1f} | {med('start_s'):.1f} | "
-            f"{per:.3f} | {1 / per:.3f} | {jobs / med('wall_s'):.3f} | {med('load'):.1f} |"
+            f"{per:.4g} | {1 / per:.4g} | {jobs / med('wall_s'):.4g} | {med('load'):.1f} |"
         )
     return rows
 
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default=DAVIS, help="glob of the photos (default: DAVIS)")
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    default = ["local", "ray-1", "ray-2", "ray-1x2"]
+    default = ["local", "ray-1", "ray-2"]
     parser.add_argument("--variants", nargs="+", default=default, choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2000, help="broken files for the overhead")
     parser.add_argument("--json", type=Path, help="write every run here")
@@ -160,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"outputs: {out_bytes / len(photos) / 1e3:.0f} kB per photo")
         print(f"\noverhead: {args.jobs} broken files, medians:")
         print("\n".join(median_table(overhead, args.jobs, key="failed")))
+        print("\nCPU seconds per photo (medians):")
+        for name, items in runs.items():
+            if name.startswith("ray"):  # the workers' own count, from the summary
+                values = [r["worker_cpu_s"] for r in items]
+            elif name == "local":  # the process's, less a run that loads the same models
+                values = [
+                    (r["cpu_s"] - o["cpu_s"]) / r["done"]
+                    for r, o in zip(items, overhead["local"], strict=False)
+                ]
+            else:
+                continue
+            print(f"- {name}: {statistics.median(values):.2f}")
         if args.json:
             args.json.write_text(json.dumps({"photos": runs, "overhead": overhead}, indent=1))
     finally:

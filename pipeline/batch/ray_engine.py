@@ -121,6 +121,7 @@ class _Driver:
         self.tries: Counter[Job] = Counter()
         self.start_errors: list[str] = []
         self.done = 0
+        self.cpu_s = 0.0  # CPU seconds the workers spent on the jobs done
         self.failed = len(plan.missing)
         self.started_s: float | None = None
         self.stopping = False
@@ -194,12 +195,14 @@ class _Driver:
         if actor is self.actors[i]:
             self.load[i] -= 1
         try:
-            result = self.ray.get(ref)
+            result, cpu_s = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:
             self._worker_died(i, actor, job, exc)
             return
         except Exception as exc:  # anything else Ray raises fails this job alone
-            result = JobResult(job, False, 0.0, f"{job.name}: {one_line(exc)}", str(exc))
+            result, cpu_s = JobResult(job, False, 0.0, f"{job.name}: {one_line(exc)}"), 0.0
+        if result.ok:
+            self.cpu_s += cpu_s
         self._count(result)
 
     def _count(self, result: JobResult) -> None:
@@ -292,7 +295,9 @@ class _Driver:
             return
         seconds = time.perf_counter() - start
         skipped = f", skipped {len(self.plan.skipped)} (done before)" if self.plan.skipped else ""
-        rate = f", {self.done / seconds:.2f} photos/s" if self.done else ""
+        rate = ""
+        if self.done:
+            rate = f", {self.done / seconds:.2f} photos/s ({self.cpu_s / self.done:.2f} CPU s each)"
         setup = ""
         if self.started_s is not None:
             setup = f", {self.started_s - start:.1f} s of it starting them"

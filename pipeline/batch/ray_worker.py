@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -88,9 +89,12 @@ class RayWorker:
         """(one-line reason this worker cannot run jobs, or ""; where it runs)."""
         return self.error, self.node
 
-    def run(self, job: Job) -> JobResult:
-        """Run ``job`` (``run_job``: its files are written here, from this node)."""
+    def run(self, job: Job) -> tuple[JobResult, float]:
+        """Run ``job`` (``run_job``: its files are written here, from this node); returns its
+        result and the CPU seconds this process spent on it (every thread, Ray's included)."""
         if self.remover is None:
             raise RuntimeError(f"this worker did not start: {self.error}")
+        cpu_s = time.process_time()
         protect = self.protect.for_job(job, self.out_dir, self.options)
-        return run_job(self.remover, job, self.out_dir, self.options, protect)
+        result = run_job(self.remover, job, self.out_dir, self.options, protect)
+        return result, time.process_time() - cpu_s
