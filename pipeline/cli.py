@@ -14,11 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli_args import ArgumentParser, add_config_arguments
+from pipeline.cli_args import ArgumentParser, add_config_arguments, add_engine_arguments
 from pipeline.outputs import FORMAT_NAMES
 from pipeline.types import KeepMode
 
 SUBCOMMANDS = ("weights", "eval", "serve")
+RAY_OPTIONS = ("ray_address", "workers", "ray_gpus_per_worker")  # only with --engine ray
 
 
 class UsageError(Exception):
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMAT_NAMES, default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of failures")
+    add_engine_arguments(parser)
     return parser
 
 
@@ -112,11 +114,11 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     from pipeline.batch import STDIO, PlanError, plan_batch
-    from pipeline.config import load_config
 
     output = args.output or (STDIO if args.inputs == [STDIO] else None)
     if output is None:
         raise UsageError("-o OUT is required: a folder, a file for one input, or - (stdout)")
+    _check_engine(args, output)
     if args.inputs == [STDIO] and sys.stdin.isatty():
         raise UsageError("INPUT - reads an image from standard input, which is a terminal")
     if output == STDIO and sys.stdout.isatty():
@@ -128,7 +130,7 @@ def _remove(args: argparse.Namespace) -> int:
     if args.keep:
         overrides.append(f"select.keep={args.keep}")
     try:  # checks every value and the device (CUDA present) before any model loads
-        config = load_config(args.config, overrides, args.device)
+        config = _load_config(args, overrides)
         options = _output_options(args, config)
         plan = plan_batch(args.inputs, output, options, args.skip_existing)
     except (ValueError, PlanError) as exc:
@@ -143,6 +145,38 @@ def _remove(args: argparse.Namespace) -> int:
             )
         return 0
     return _run(config, plan, options, args)
+
+
+def _check_engine(args: argparse.Namespace, output: str) -> None:
+    """``--engine ray``: Ray installed, files in and out; its options only with it."""
+    from pipeline.batch import STDIO
+
+    if args.engine != "ray":
+        given = [name for name in RAY_OPTIONS if getattr(args, name) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{flag} needs --engine ray")
+        return
+    if STDIO in (output, *args.inputs):
+        raise UsageError(
+            "--engine ray reads files and writes a folder or file: standard input/output (-) "
+            "works with the local engine only"
+        )
+    from pipeline.batch.ray_cluster import ray_missing
+
+    if missing := ray_missing():
+        raise UsageError(missing)
+
+
+def _load_config(args: argparse.Namespace, overrides: list[str]):
+    """The config; with ``--engine ray --device cuda`` the GPUs are the workers', not this
+    machine's: the preset for CUDA, checked by the workers (a driver may have no GPU)."""
+    from pipeline.config import load_config
+
+    if args.engine == "ray" and args.device == "cuda":
+        config = load_config(args.config or "quality", overrides, "cpu")
+        return config.with_overrides({"runtime": {"device": "cuda"}})
+    return load_config(args.config, overrides, args.device)
 
 
 def _output_format(args: argparse.Namespace, output: str) -> str | None:
@@ -177,6 +211,8 @@ def _output_options(args: argparse.Namespace, config):
 
 
 def _run(config, plan, options, args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return _run_ray(config, plan, options, args)
     from pipeline.api import Remover
     from pipeline.batch import run_local
     from pipeline.weights import WeightsError
@@ -188,6 +224,19 @@ def _run(config, plan, options, args: argparse.Namespace) -> int:
         print(f"layercut: {exc}", file=sys.stderr)
         return 1
     return run_local(remover, plan, options, quiet=args.quiet, show_traceback=args.traceback)
+
+
+def _run_ray(config, plan, options, args: argparse.Namespace) -> int:
+    from pipeline.batch.ray_cluster import ClusterError, RaySettings
+    from pipeline.batch.ray_engine import run_ray
+
+    settings = RaySettings(args.ray_address, args.workers, args.ray_gpus_per_worker)
+    try:
+        return run_ray(
+            config, plan, options, settings, quiet=args.quiet, show_traceback=args.traceback
+        )
+    except ClusterError as exc:
+        raise UsageError(str(exc)) from None
 
 
 if __name__ == "__main__":

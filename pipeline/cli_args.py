@@ -1,5 +1,6 @@
 """What every ``layercut`` command shares on its command line: the parser (one-line errors, exit
-status 2) and the arguments that configure the pipeline (``--config``, ``--set``, ``--device``).
+status 2) and the arguments that configure the pipeline (``--config``, ``--set``, ``--device``);
+and the batch's engine options (``--engine``, the Ray engine's resources).
 
 Used by ``layercut``, ``layercut serve``, ``layercut weights`` and ``layercut eval``; it imports
 nothing from them, so none of them imports another to get these.
@@ -39,3 +40,36 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config value, e.g. --set detect.conf=0.3 (repeatable)",
     )
     parser.add_argument("--device", choices=DEVICES, default=None)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine local|ray`` and the Ray engine's ``--ray-address``, ``--workers`` and
+    ``--ray-gpus-per-worker`` (``pipeline.batch.ray_engine``; the ``ray`` extra)."""
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one process, here (default); ray: Ray workers on this machine or a "
+        "cluster (pip install 'layercut[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="a running Ray cluster's head, or auto (the one 'ray start' runs here); default: "
+        "$RAY_ADDRESS, else a private Ray instance on 127.0.0.1 for this run",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="Ray workers (each loads the models once); default: as many as the cluster's "
+        "CPUs (runtime.threads each, 1 if 0) or GPUs hold",
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        metavar="F",
+        help="GPU share of each Ray worker (0.5: two workers per GPU; 0: CPU workers); "
+        "default: 1 on a cluster with GPUs, else 0",
+    )
