@@ -28,7 +28,7 @@ from pipeline.types import Instance
 NOT_CUES = frozenset(
     {"partner_id", "has_saliency", "trunc_left", "trunc_top", "trunc_right", "trunc_bottom",
      # the fusion stage's decision (keep_prob stays: the decision's confidence is worth showing)
-     "keep", "keep_fallback", "kept_area_rel"}
+     "keep", "keep_at", "keep_fallback", "kept_area_rel"}
 )  # fmt: skip
 # a share smaller than this (in score units) moved nothing worth printing
 MIN_CONTRIBUTION = 0.005

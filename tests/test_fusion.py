@@ -190,6 +190,7 @@ def test_decide_never_keeps_nothing_when_something_was_found():
     d = decide(np.array([0.2, 0.4, 0.1]))
     assert d.keep.tolist() == [False, True, False]
     assert "0.40" in d.fallback and f"{KEEP_AT:.2f}" in d.fallback
+    assert d.keep_at.tolist() == [KEEP_AT] * 3
     d = decide(np.array([0.7, 0.2]))
     assert d.keep.tolist() == [True, False] and d.fallback == ""
     d = decide(np.zeros(0))

@@ -17,6 +17,7 @@ from pipeline.api import Remover
 from pipeline.config import load_config
 from pipeline.stages.fusion import apply_decision
 from pipeline.stages.fusion_features import FEATURE_NAMES
+from pipeline.stages.fusion_model import Decision as FusionDecision
 from pipeline.stages.refine import BinaryRefiner
 from pipeline.stages.segments import kept_region, split_segments
 from pipeline.types import Role
@@ -141,7 +142,8 @@ def test_a_free_salient_component_joins_the_nearest_kept_instance_or_stands_alon
     assert "free" in kinds
     keep = np.array([k != "detector" for k in kinds])
     p = np.where(keep, 0.9, 0.1)
-    out = apply_decision(image, ready, segments, p, keep, False, saliency)
+    out = apply_decision(image, ready, segments, FusionDecision(p, keep, np.full(len(p), 0.5), ""),
+                         saliency)  # fmt: skip
     region = kept_region(segments, keep, HW)
     union = np.zeros(HW, bool)
     for inst in out:
@@ -151,7 +153,8 @@ def test_a_free_salient_component_joins_the_nearest_kept_instance_or_stands_alon
     assert len(out) == 2  # the speck joined a kept instance
     # with no kept instance to join, the speck is an object instance of its own
     keep_free = np.array([k == "free" for k in kinds])
-    alone = apply_decision(image, ready, segments, p, keep_free, True, saliency)
+    forced = FusionDecision(p, keep_free, np.full(len(p), 0.5), "nothing reached")
+    alone = apply_decision(image, ready, segments, forced, saliency)
     frees = kinds.count("free")  # the board and the speck
     assert frees == 2 and len(alone) == 2 + frees
     assert all(i.label == "object" and i.source == "saliency" for i in alone[2:])

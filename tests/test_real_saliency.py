@@ -98,8 +98,10 @@ def test_breakdance_dancer_beats_the_map_alone(tmp_path):
     item = report["items"][0]
     assert item["status"] == "ok", item["error"]
     metrics = item["metrics"]
-    # one dancer among a dozen people: the map-aware ranking keeps one person, the dancer
-    assert item["kept"] == ["person"]
+    # one dancer among a dozen people: the dancer is kept, the crowd the map finds mostly not
+    # (this photo is one the shipped keep model was trained on: the held-out, cross-validated
+    # numbers are in pipeline/models/KEEP_CARD.md)
+    assert "person" in item["kept"]
     assert metrics["iou"] > 0.6
     # the map alone keeps parts of the crowd; instance selection must beat it clearly
     assert metrics["iou"] > metrics["iou_rule_salient"] + 0.15
@@ -134,9 +136,13 @@ def test_map_joins_a_fragmented_dancer_and_rescues_an_undetected_cart(tmp_path):
     report = evaluate(manifest, remover, tmp_path / "run", EvalOptions("detector"), log=None)
     dancer, cart = report["items"]
     assert dancer["status"] == "ok" and cart["status"] == "ok", (dancer["error"], cart["error"])
-    # several detector pieces of the dancer are kept together (measured 0.77 vs 0.40 for the map)
+    # several detector pieces of the dancer are kept together, and the map's region is cut only
+    # where the keep decision is confident, so the result is not below the map alone. (A
+    # symmetric decision scored 0.82 here against 0.40 for the map, but only because the shipped
+    # model was trained on this photo: held out it scored 0.30–0.34, the thresholded one
+    # 0.38–0.48; pipeline/models/KEEP_CARD.md.)
     assert len(dancer["kept"]) >= 3
-    assert dancer["metrics"]["iou"] > dancer["metrics"]["iou_rule_salient"] + 0.2
+    assert dancer["metrics"]["iou"] >= dancer["metrics"]["iou_rule_salient"] - 0.01
     # the riders are detected, the cart is rescued from the map and kept with them
     assert "object" in cart["kept"] and cart["kept"].count("person") >= 1
     # the map-alone cut-out is pictured beside ours for the contact sheet

@@ -11,8 +11,11 @@ then the ranker's ``score``, ``split_segments``, ``segment_features``, the keep 
 are dealt over ``--folds`` folds (seeded), and a synthetic scene is trained on only when none
 of its pixel sources is a held-out group. Per fold the ranker is fitted on the training photos
 and usable synthetic scenes, the keep model on the training photos' segments with cross-fitted
-ranker scores, and both are saved as JSON under ``OUT/folds/<k>/`` with the fold's held-out
-item names, so a fold can be re-run through ``python -m pipeline.eval.cli``.
+ranker scores, its keep thresholds by segment kind chosen on inner out-of-fold probabilities
+of the training photos (``tools.select_policy``: nested, nothing held out chooses), and both
+are saved as JSON under ``OUT/folds/<k>/`` with the fold's held-out item names, so a fold can
+be re-run through ``python -m pipeline.eval.cli``. Beside it, the same model's symmetric
+decision (every threshold 0.5, ``sym_*``).
 
 Writes ``OUT/cv.json`` (per item: fold and every number) and ``OUT/cv.md`` (the per-set
 table); prints the table. With ``--thumbs`` also ``OUT/report.json`` and ``OUT/thumbs/`` in the
@@ -41,10 +44,16 @@ from pipeline.stages.rank import LinearRanker
 from tools.cv_report import SETS, SIMPLE_RULES, table, write_sheet_report
 from tools.select_cache import cache_file, load_entry
 from tools.select_data import Prepared, prepare
+from tools.select_policy import (
+    choose_thresholds,
+    out_of_fold_probabilities,
+    with_thresholds,
+)
 from tools.select_train import (
     crossfit_scores,
     fit_keep,
     fit_ranker,
+    group_folds,
     keep_rows,
     scores_of,
     usable_synth,
@@ -101,20 +110,26 @@ def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> di
     return fold_of
 
 
-def ours(rec: Prepared, ranker: LinearRanker, model: KeepModel) -> tuple[dict, np.ndarray]:
-    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``, and
-    the kept region (``H×W bool``)."""
+def ours(
+    rec: Prepared, ranker: LinearRanker, model: KeepModel
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``,
+    ``sym_iou`` (the same probabilities, every threshold 0.5), the kept region (``H×W bool``)
+    and the segments' probabilities."""
     scores = scores_of(ranker, rec)
-    decision = decide(model.probability(rec.features(scores), FEATURE_NAMES))
+    probability = model.probability(rec.features(scores), FEATURE_NAMES)
+    kinds = [s.kind for s in rec.segments]
+    decision = decide(probability, model.thresholds.per_segment(kinds, rec.map_on))
     region = rec.region(decision.keep)
     out = {
         "iou": rec.iou_of(region),
         "empty": float(not region.any() and bool(rec.gt.any())),
         "fallback": float(bool(decision.fallback)),
+        "sym_iou": rec.iou_of(rec.region(decide(probability).keep)),
     }
     if len(scores) >= 2:
         out["p_at_1"] = float(rec.inst_in_frac[int(np.argmax(scores))] >= 0.5)
-    return out, region
+    return out, region, probability
 
 
 def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict[str, float]:
@@ -159,13 +174,15 @@ def run_cv(
     log=sys.stderr,
     synth_det: Sequence[Prepared] = (),
     regions: dict | None = None,
+    probabilities: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
     ``synth``: synthetic scenes with GT instances (ranker training); ``synth_det``: the same
     scenes with the detector's instances (keep-model training). Both only where no pixel
     source is held out. ``regions``, when given, receives each item's kept regions
-    (``{"map": H×W bool, "nomap": H×W bool}``)."""
+    (``{"map": H×W bool, "nomap": H×W bool}``), ``probabilities`` its held-out segment
+    probabilities (same keys)."""
     fold_of = stratified_folds(on, n_folds, seed)
     results: dict[str, dict[str, float]] = {}
     for k in range(n_folds):
@@ -181,17 +198,29 @@ def run_cv(
         ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
         keep_recs = [*train_recs, *usable_synth(synth_det, held)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
-        x, y, w, _ = keep_rows(keep_recs, scores)
+        x, y, w, row_record = keep_rows(keep_recs, scores)
         model = fit_keep(x, y, w, kind)
+        # the thresholds: on inner out-of-fold probabilities of the training photos, the inner
+        # folds being crossfit_scores' (so no inner held-out photo's score saw its pixels)
+        inner = group_folds([r.group for r in keep_recs], N_INNER, seed + 1 + k)
+        oof = out_of_fold_probabilities(keep_recs, x, y, w, row_record,
+                                        [inner[r.group] for r in keep_recs],
+                                        lambda *a: fit_keep(*a, kind))  # fmt: skip
+        photos = [j for j, r in enumerate(keep_recs) if not r.sources]
+        thresholds, report = choose_thresholds([keep_recs[j] for j in photos],
+                                               [oof[j] for j in photos])  # fmt: skip
+        model = with_thresholds(model, thresholds, report)
         for i in test:
             row = {"fold": float(k)}
-            kept = {}
+            kept, probs = {}, {}
             for tag, rec in (("map", on[i]), ("nomap", off[i])):
-                metrics, kept[tag] = ours(rec, ranker, model)
+                metrics, kept[tag], probs[tag] = ours(rec, ranker, model)
                 row.update({f"ours_{tag}_{m}": v for m, v in metrics.items()})
             results[on[i].name] = row
             if regions is not None:
                 regions[on[i].name] = kept
+            if probabilities is not None:
+                probabilities[on[i].name] = probs
         if out_dir is not None:
             folder = out_dir / "folds" / str(k)
             folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +232,8 @@ def run_cv(
             seconds = time.perf_counter() - start
             print(f"fold {k}: {len(test)} held out, {len(train)} train photos, "
                   f"{len(syn)}/{len(synth)} synthetic scenes, {len(y)} segments, "
-                  f"{seconds:.0f} s", file=log, flush=True)  # fmt: skip
+                  f"thresholds {thresholds.to_doc()}, {seconds:.0f} s",
+                  file=log, flush=True)  # fmt: skip
     return results
 
 
@@ -254,11 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         regions: dict | None = {} if args.thumbs else None
-        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions)
+        held_out: dict = {}
+        rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
+                      probabilities=held_out)  # fmt: skip
         for a, b in zip(on, off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
         if args.fit_out:
-            fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args))
+            fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args),
+                      held_out)  # fmt: skip
     except (ValueError, OSError) as exc:
         print(f"cv_select: {exc}", file=sys.stderr)
         return 2
@@ -273,9 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict) -> None:
+def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict, held_out: dict) -> None:
     """The shipped models: the ranker on every photo and scene, the keep model on every photo's
-    segments with cross-fitted ranker scores (as in each fold)."""
+    segments with cross-fitted ranker scores (as in each fold), its thresholds chosen on the
+    CV's held-out probabilities of every photo (``held_out``: name → {"map", "nomap"})."""
     from datetime import date
 
     records = [*on, *off]
@@ -283,6 +317,10 @@ def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict) -> No
     scores = crossfit_scores(records, synth, N_INNER, seed)
     x, y, w, _ = keep_rows(records, scores)
     model = fit_keep(x, y, w, kind)
+    probabilities = [held_out[r.name]["map" if r.map_on else "nomap"] for r in records]
+    thresholds, report = choose_thresholds(records, probabilities)
+    report["probabilities"] = "held-out probabilities of tools.cv_select's outer folds"
+    model = with_thresholds(model, thresholds, report)
     training = {
         "tool": "tools.cv_select --fit-out",
         "photos": len(on),

@@ -2,7 +2,8 @@
 
 ``KeepFusion(model).fuse(image, instances, saliency)`` splits the photo into segments
 (``pipeline.stages.segments``), gives each a keep probability (``fusion_features`` →
-``fusion_model``), decides (``decide``: never nothing when something was found) and returns the
+``fusion_model``), decides (``decide`` with the model's ``KeepThresholds`` by segment kind:
+never nothing when something was found) and returns the
 instances, same order and ids, reshaped so the union of the kept ones is exactly the kept
 region:
 
@@ -14,9 +15,11 @@ region:
   alone, score 0);
 - a dropped instance keeps its mask (a caller can still switch its layer on).
 
-Each instance's ``features`` gain ``keep`` (1.0 kept, 0.0 dropped), ``keep_prob`` (the highest
-probability among its segments), ``kept_area_rel`` (its kept pixels over its mask's, 0 when
-dropped) and ``keep_fallback`` (1.0 when only the never-empty rule kept it). The keep policy
+Each instance's ``features`` gain ``keep`` (1.0 kept, 0.0 dropped), ``keep_prob`` and
+``keep_at`` (the probability of the segment that decided it and that segment's threshold: its
+most probable kept segment, or when none is kept its most probable one), ``kept_area_rel`` (its
+kept pixels over its mask's, 0 when dropped) and ``keep_fallback`` (1.0 when only the
+never-empty rule kept it). The keep policy
 (``pipeline.stages.select``) reads them for ``--keep main``.
 """
 
@@ -27,11 +30,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.stages.fusion_features import FEATURE_NAMES, segment_features
-from pipeline.stages.fusion_model import KeepModel, decide
+from pipeline.stages.fusion_model import KEEP_AT, Decision, KeepModel, decide
 from pipeline.stages.segments import Segment, split_segments
 from pipeline.types import Instance, mask_to_xyxy
 
-DECISION_FEATURES = ("keep", "keep_prob", "kept_area_rel", "keep_fallback")
+DECISION_FEATURES = ("keep", "keep_prob", "keep_at", "kept_area_rel", "keep_fallback")
 
 
 class KeepFusion:
@@ -60,28 +63,32 @@ class KeepFusion:
         """The instances with the decision written in (module docstring)."""
         segments = split_segments(instances, saliency)
         probability = self.probabilities(instances, segments, saliency)
-        decision = decide(probability)
-        return apply_decision(image, instances, segments, probability, decision.keep,
-                              bool(decision.fallback), saliency)  # fmt: skip
+        thresholds = self.model.thresholds.per_segment([s.kind for s in segments],
+                                                       saliency is not None)  # fmt: skip
+        decision = decide(probability, thresholds)
+        return apply_decision(image, instances, segments, decision, saliency)
 
 
 def apply_decision(
     image: np.ndarray,
     instances: Sequence[Instance],
     segments: Sequence[Segment],
-    probability: np.ndarray,
-    keep: np.ndarray,
-    fallback: bool,
+    decision: Decision,
     saliency: np.ndarray | None,
 ) -> list[Instance]:
-    """Reshape ``instances`` by the kept segments (module docstring)."""
+    """Reshape ``instances`` by the kept segments of ``decision`` (module docstring)."""
     hw = image.shape[:2]
+    probability, keep, fallback = decision.probability, decision.keep, bool(decision.fallback)
     kept_masks: dict[int, np.ndarray] = {}
-    best = np.zeros(len(instances))
-    for segment, p, on in zip(segments, probability, keep, strict=True):
+    # per instance: (kept?, probability, threshold) of the segment that decided it; a kept
+    # segment outranks every dropped one, then the more probable wins
+    decided_by: dict[int, tuple[bool, float, float]] = {}
+    for segment, p, at, on in zip(segments, probability, decision.keep_at, keep, strict=True):
         if segment.owner < 0:
             continue
-        best[segment.owner] = max(best[segment.owner], p)
+        candidate = (bool(on), float(p), float(at))
+        if candidate[:2] > decided_by.get(segment.owner, (False, -1.0, 0.0))[:2]:
+            decided_by[segment.owner] = candidate
         if on:
             mask = kept_masks.setdefault(segment.owner, np.zeros(hw, bool))
             mask[segment.rows, segment.cols] |= segment.mask
@@ -96,9 +103,11 @@ def apply_decision(
     out = []
     for k, inst in enumerate(instances):
         mask = kept_masks.get(k)
+        _, p, at = decided_by.get(k, (False, 0.0, KEEP_AT))
         decided = {
             "keep": 1.0 if mask is not None else 0.0,
-            "keep_prob": float(best[k]),
+            "keep_prob": p,
+            "keep_at": at,
             "kept_area_rel": 0.0 if mask is None else mask.sum() / max(inst.area_px, 1),
             "keep_fallback": 1.0 if fallback and mask is not None else 0.0,
         }
@@ -114,8 +123,7 @@ def apply_decision(
                 soft[gained] = saliency[gained]
         out.append(inst.replace(mask=mask, xyxy=mask_to_xyxy(mask), soft_mask=soft,
                                 features=features))  # fmt: skip
-    return out + _orphan_instances(image, instances, orphans, probability, segments, fallback,
-                                   saliency)  # fmt: skip
+    return out + _orphan_instances(image, instances, orphans, decision, segments, saliency)
 
 
 def _nearest(segment: Segment, hosts: Sequence[Instance], indices: Sequence[int]) -> int | None:
@@ -129,7 +137,7 @@ def _nearest(segment: Segment, hosts: Sequence[Instance], indices: Sequence[int]
     return indices[int(np.argmin(dist))]
 
 
-def _orphan_instances(image, instances, orphans, probability, segments, fallback, saliency):
+def _orphan_instances(image, instances, orphans, decision, segments, saliency):
     """Kept free components with no kept instance to join: one ``object`` instance each."""
     if not orphans:
         return []
@@ -140,7 +148,8 @@ def _orphan_instances(image, instances, orphans, probability, segments, fallback
     created = []
     for segment in orphans:
         mask = segment.full(hw)
-        p = float(probability[segments.index(segment)])
+        index = segments.index(segment)
+        p, at = float(decision.probability[index]), float(decision.keep_at[index])
         soft = None
         mean = 1.0
         if saliency is not None:
@@ -149,8 +158,8 @@ def _orphan_instances(image, instances, orphans, probability, segments, fallback
         inst = Instance(next_id, mask_to_xyxy(mask), "object", -1, mean, mask, soft_mask=soft,
                         source="saliency")  # fmt: skip
         (inst,) = compute_features(image, [inst], saliency)
-        decided = {"keep": 1.0, "keep_prob": p, "kept_area_rel": 1.0,
-                   "keep_fallback": 1.0 if fallback else 0.0}  # fmt: skip
+        decided = {"keep": 1.0, "keep_prob": p, "keep_at": at, "kept_area_rel": 1.0,
+                   "keep_fallback": 1.0 if decision.fallback else 0.0}  # fmt: skip
         created.append(inst.replace(features={**inst.features, **decided}))
         next_id += 1
     return created

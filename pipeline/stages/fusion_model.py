@@ -10,12 +10,25 @@ The JSON document (it loads without executing code, unlike a pickle)::
      "trees": [{"feature": [int…], "threshold": [float…], "left": [int…], "right": [int…],
                 "value": [float…]}, …],
      # kind "linear": a logistic regression on standardised features
-     "mean": [...], "scale": [...], "coef": [...], "intercept": float}
+     "mean": [...], "scale": [...], "coef": [...], "intercept": float,
+     # optional: the keep thresholds by segment kind (``KeepThresholds``), each in [0, 1];
+     # absent: KEEP_AT for every segment
+     "policy": {"salient_drop_below": float, "detector_add_at": float,
+                "instance_drop_below": float, …}}
 
 A tree node with ``feature = -1`` is a leaf; an inner node sends ``x[feature] <= threshold`` to
 ``left``, else to ``right`` (scikit-learn's convention). Trees: ``p = σ(init + learning_rate ·
 Σ leaf values)``; linear: ``p = σ(intercept + coef · (x − mean) / scale)``. Extra keys (a
-``training`` block with data, folds and date) are ignored by the loader.
+``training`` block with data, folds and date; how the policy was chosen) are ignored by the
+loader.
+
+The thresholds make the decision asymmetric (``KeepThresholds``): with a map, a salient segment
+(what the map alone would keep) is dropped only when its probability is below
+``salient_drop_below`` and a segment the map does not call salient is added only at
+``detector_add_at`` or more; without a map an instance is dropped below
+``instance_drop_below``. They are learned by cross-validation (``tools.select_policy``) and
+stored in the model's JSON, so a photo the map gets right is changed only where the model is
+confident.
 """
 
 from __future__ import annotations
@@ -29,9 +42,63 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.stages.segments import SALIENT_KINDS
+
 FORMAT = "layercut-keep-model"
 VERSION = 1
-KEEP_AT = 0.5  # a segment is kept at probability ≥ this (see pipeline.stages.segments)
+# the threshold of every segment kind for a model without a "policy" block: the trees are
+# trained with pixel-weighted labels, so 0.5 is where keeping starts to gain IoU in-sample
+KEEP_AT = 0.5
+
+
+@dataclass(frozen=True)
+class KeepThresholds:
+    """Keep thresholds (probabilities in [0, 1]) by segment kind
+    (``pipeline.stages.segments``): a segment is kept when its probability is ≥ its kind's.
+
+    Attributes:
+        salient_drop_below: with a map, for the salient kinds (``SALIENT_KINDS``: what the map
+            alone keeps): low, so the map's region is cut only where the model is confident.
+        detector_add_at: with a map, for ``detector`` segments (an instance's pixels the map
+            misses, or a whole instance with no salient pixel): high, so an addition needs
+            confidence.
+        instance_drop_below: without a map, for each (whole) instance.
+    """
+
+    salient_drop_below: float = KEEP_AT
+    detector_add_at: float = KEEP_AT
+    instance_drop_below: float = KEEP_AT
+
+    def __post_init__(self) -> None:
+        for name in POLICY_KEYS:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+                raise ValueError(f"keep threshold {name} must be a number in [0, 1], got {value!r}")
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> KeepThresholds:
+        """From a model document's ``policy`` block (None: ``KEEP_AT`` everywhere)."""
+        if doc is None:
+            return cls()
+        if not isinstance(doc, Mapping):
+            raise ValueError("policy must be an object")
+        missing = [k for k in POLICY_KEYS if k not in doc]
+        if missing:
+            raise ValueError(f"policy lacks {missing}")
+        return cls(**{k: doc[k] for k in POLICY_KEYS})
+
+    def to_doc(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in POLICY_KEYS}
+
+    def per_segment(self, kinds: Sequence[str], has_map: bool) -> np.ndarray:
+        """``(N,) float64`` threshold of each segment, by its kind and whether a map exists."""
+        if not has_map:
+            return np.full(len(kinds), float(self.instance_drop_below))
+        salient = np.isin(np.asarray(kinds, dtype=object), SALIENT_KINDS)
+        return np.where(salient, float(self.salient_drop_below), float(self.detector_add_at))
+
+
+POLICY_KEYS = ("salient_drop_below", "detector_add_at", "instance_drop_below")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -91,6 +158,7 @@ class KeepModel:
                 self.intercept = float(doc["intercept"])
             else:
                 raise ValueError(f"kind must be 'trees' or 'linear', got {self.kind!r}")
+            self.thresholds = KeepThresholds.from_doc(doc.get("policy"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None
         self.doc = dict(doc)
@@ -170,26 +238,30 @@ class Decision:
     Attributes:
         probability: ``(N,)`` keep probability per segment.
         keep: ``(N,) bool``.
-        fallback: "" normally; a sentence when nothing reached ``KEEP_AT`` and the best
+        keep_at: ``(N,)`` the threshold each segment was held to.
+        fallback: "" normally; a sentence when no segment reached its threshold and the best
             candidate was kept so that a photo where something was found is never empty.
     """
 
     probability: np.ndarray
     keep: np.ndarray
+    keep_at: np.ndarray
     fallback: str
 
 
-def decide(probability: np.ndarray, keep_at: float = KEEP_AT) -> Decision:
-    """Keep the segments at ``probability ≥ keep_at``; when none is but some exist, keep the
-    most probable one and say so (``Decision.fallback``)."""
+def decide(probability: np.ndarray, keep_at: float | np.ndarray = KEEP_AT) -> Decision:
+    """Keep the segments at ``probability ≥ keep_at`` (a number, or ``(N,)`` thresholds, e.g.
+    ``KeepThresholds.per_segment``); when none is but some exist, keep the most probable one
+    and say so (``Decision.fallback``)."""
     probability = np.asarray(probability, np.float64)
-    keep = probability >= keep_at
+    thresholds = np.broadcast_to(np.asarray(keep_at, np.float64), probability.shape).copy()
+    keep = probability >= thresholds
     fallback = ""
     if len(probability) and not keep.any():
         best = int(np.argmax(probability))
         keep[best] = True
         fallback = (
-            f"no candidate reached keep probability {keep_at:.2f}; kept the most probable "
-            f"one ({probability[best]:.2f}) rather than nothing"
+            f"no candidate reached its keep threshold ({thresholds[best]:.2f} for the most "
+            f"probable); kept the most probable one ({probability[best]:.2f}) rather than nothing"
         )
-    return Decision(probability, keep, fallback)
+    return Decision(probability, keep, thresholds, fallback)

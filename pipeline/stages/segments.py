@@ -13,9 +13,11 @@ Every salient pixel is in a segment (free components smaller than ``MIN_FREE_FRA
 image excepted), so keeping every salient segment is the map alone, keeping every instance
 segment is the detector alone, and the oracle over segments bounds both. One learned model
 (``pipeline.stages.fusion_model``) reads the cues of ``segment_features`` and gives each segment
-a probability of being kept; a segment is kept when it is at least 0.5 (the model is trained
-with pixel-weighted labels, so 0.5 is where keeping starts to gain IoU, not a tuned value).
-``decide`` adds the one rule a model cannot learn: never keep nothing when something was found.
+a probability of being kept; a segment is kept when it reaches its kind's threshold
+(``KeepThresholds``, learned by cross-validation and stored with the model: low for the
+salient kinds, which the map alone keeps, high for ``detector`` segments, so the map's region
+changes only where the model is confident). ``decide`` adds the one rule a model cannot learn:
+never keep nothing when something was found.
 
 All functions are pure (instances with features and scores, the map, the model in; arrays
 out), so the evaluation tools run exactly the product's code on cached stage outputs.
@@ -38,6 +40,7 @@ from pipeline.types import Instance, check_alpha, check_mask
 
 SALIENT_AT = 0.5  # a pixel is salient iff map ≥ this (as the map alone is scored)
 KINDS = ("both", "detector", "map", "free")
+SALIENT_KINDS = ("both", "map", "free")  # the kinds the map alone keeps
 # free salient components smaller than this share of the image are no segment: a speck of the
 # map (their total share of a GT region was measured with tools.cv_select: see the model card)
 MIN_FREE_FRAC = 0.0005

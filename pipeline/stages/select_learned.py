@@ -19,10 +19,10 @@ def select_learned(
     instances: Sequence[Instance], config: SelectConfig, rules: Selection
 ) -> Selection:
     """``--keep main`` as the fusion stage decided it (``pipeline.stages.fusion``: features
-    ``keep``, ``keep_prob``, ``kept_area_rel``, ``keep_fallback``). A kept object whose partner
-    is a kept person it interacts with (``min_interaction``) is ``INTERACTING``, every other kept
-    instance ``MAIN``. Ambiguity and alternatives are taken from ``rules`` (the rules' selection
-    of the same instances)."""
+    ``keep``, ``keep_prob``, ``keep_at``, ``kept_area_rel``, ``keep_fallback``). A kept object
+    whose partner is a kept person it interacts with (``min_interaction``) is ``INTERACTING``,
+    every other kept instance ``MAIN``. Ambiguity and alternatives are taken from ``rules``
+    (the rules' selection of the same instances)."""
     for inst in instances:
         if "keep" not in inst.features or "keep_prob" not in inst.features:
             raise ValueError(
@@ -36,18 +36,19 @@ def select_learned(
     for inst in instances:
         f = inst.features
         p = float(f["keep_prob"])
+        at = float(f.get("keep_at", KEEP_AT))
         if inst.id not in kept:
-            decisions.append(Decision(Role.DROPPED, f"keep decision {p:.2f} < {KEEP_AT:.2f}"))
+            decisions.append(Decision(Role.DROPPED, f"keep decision {p:.2f} < {at:.2f}"))
             continue
         if f.get("keep_fallback", 0.0) > 0:
             fallback = (
-                f"no candidate reached keep probability {KEEP_AT:.2f}; kept the most probable "
+                "no candidate reached its keep threshold; kept the most probable "
                 f"one ({inst.label}, {p:.2f}) rather than nothing"
             )
             decisions.append(Decision(Role.MAIN, f"never empty: {fallback}"))
             continue
         share = float(f.get("kept_area_rel", 1.0))
-        reason = f"keep decision {p:.2f} ≥ {KEEP_AT:.2f}"
+        reason = f"keep decision {p:.2f} ≥ {at:.2f}"
         if abs(share - 1.0) > 0.005:
             reason += f", {share:.0%} of its detected area"
         partner = int(f["partner_id"])

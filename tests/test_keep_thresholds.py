@@ -1,0 +1,178 @@
+"""The keep thresholds by segment kind: the asymmetric decision (a salient segment is dropped
+only when the model is confident, a non-salient one added only when it is), its JSON block,
+the fusion stage applying it, and its choice by cross-validation — on synthetic arrays with
+known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.stages.fusion import KeepFusion
+from pipeline.stages.fusion_features import FEATURE_NAMES
+from pipeline.stages.fusion_model import KEEP_AT, KeepModel, KeepThresholds, decide
+from pipeline.stages.segments import kept_region, split_segments
+from pipeline.types import Instance, mask_to_xyxy
+from tools.select_data import Prepared
+from tools.select_policy import choose_thresholds, out_of_fold_probabilities
+
+HW = (40, 60)
+
+
+def _rect(y0, y1, x0, x1) -> np.ndarray:
+    m = np.zeros(HW, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _inst(k: int, mask: np.ndarray, score: float) -> Instance:
+    features = {"sal_mean_inside": 0.0, "area_frac": mask.mean(), "partner_id": -1.0}
+    return Instance(k, mask_to_xyxy(mask), "person", 0, 0.9, mask, features=features,
+                    score=score)  # fmt: skip
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _kind_model(p_salient: float, p_detector: float, policy: dict | None = None) -> KeepModel:
+    """A linear keep model whose probability depends on the segment's kind only."""
+    n = len(FEATURE_NAMES)
+    coef = [0.0] * n
+    coef[FEATURE_NAMES.index("kind_detector")] = _logit(p_detector) - _logit(p_salient)
+    doc = {"format": "layercut-keep-model", "version": 1, "kind": "linear",
+           "features": list(FEATURE_NAMES), "mean": [0.0] * n, "scale": [1.0] * n,
+           "coef": coef, "intercept": _logit(p_salient)}  # fmt: skip
+    if policy is not None:
+        doc["policy"] = policy
+    return KeepModel(doc)
+
+
+def test_thresholds_by_kind_and_map():
+    t = KeepThresholds(salient_drop_below=0.1, detector_add_at=0.9, instance_drop_below=0.2)
+    kinds = ["both", "detector", "map", "free"]
+    assert t.per_segment(kinds, has_map=True).tolist() == [0.1, 0.9, 0.1, 0.1]
+    assert t.per_segment(["detector", "detector"], has_map=False).tolist() == [0.2, 0.2]
+    assert t.per_segment([], has_map=True).shape == (0,)
+    assert KeepThresholds().per_segment(kinds, True).tolist() == [KEEP_AT] * 4
+    for bad in (
+        {"salient_drop_below": 1.5},
+        {"detector_add_at": -0.1},
+        {"instance_drop_below": "x"},
+    ):
+        with pytest.raises(ValueError, match="keep threshold"):
+            KeepThresholds(**bad)
+
+
+def test_decide_holds_each_segment_to_its_threshold():
+    p = np.array([0.15, 0.8, 0.05, 0.95])
+    at = np.array([0.1, 0.9, 0.1, 0.9])  # salient, detector, salient, detector
+    d = decide(p, at)
+    assert d.keep.tolist() == [True, False, False, True]
+    assert d.keep_at.tolist() == at.tolist() and d.fallback == ""
+    # nothing reaches its threshold: the most probable is kept, and the message says so
+    d = decide(np.array([0.3, 0.85]), np.array([0.5, 0.9]))
+    assert d.keep.tolist() == [False, True]
+    assert "0.85" in d.fallback and "0.90" in d.fallback
+
+
+def test_policy_block_is_read_and_checked():
+    policy = {"salient_drop_below": 0.1, "detector_add_at": 0.9, "instance_drop_below": 0.2,
+              "chosen_by": {"criterion": "anything"}}  # fmt: skip
+    model = _kind_model(0.3, 0.8, policy)
+    assert model.thresholds == KeepThresholds(0.1, 0.9, 0.2)
+    assert _kind_model(0.3, 0.8).thresholds == KeepThresholds()  # no block: KEEP_AT
+    with pytest.raises(ValueError, match="policy lacks"):
+        _kind_model(0.3, 0.8, {"salient_drop_below": 0.1})
+    with pytest.raises(ValueError, match="detector_add_at"):
+        _kind_model(0.3, 0.8, {**policy, "detector_add_at": 2.0})
+
+
+def _scene():
+    """Instance A (salient) and instance B (not salient at all: one ``detector`` segment)."""
+    a, b = _rect(5, 30, 5, 20), _rect(5, 30, 35, 55)
+    saliency = np.zeros(HW, np.float32)
+    saliency[a] = 0.9
+    image = np.full((*HW, 3), 128, np.uint8)
+    return image, [_inst(0, a, 0.9), _inst(1, b, 0.5)], saliency
+
+
+def test_fusion_applies_the_thresholds_of_the_model():
+    image, instances, saliency = _scene()
+    from pipeline.features import compute_features
+
+    ready = [i.replace(score=s) for i, s in zip(compute_features(image, instances, saliency),
+                                                (0.9, 0.5), strict=True)]  # fmt: skip
+    # the salient segment at 0.3, B's detector segment at 0.8
+    symmetric = KeepFusion(_kind_model(0.3, 0.8)).fuse(image, ready, saliency)
+    assert [i.features["keep"] for i in symmetric] == [0.0, 1.0]  # A dropped, B added
+    policy = {"salient_drop_below": 0.2, "detector_add_at": 0.9, "instance_drop_below": 0.5}
+    out = KeepFusion(_kind_model(0.3, 0.8, policy)).fuse(image, ready, saliency)
+    assert [i.features["keep"] for i in out] == [1.0, 0.0]  # the map alone
+    assert out[0].features["keep_prob"] == pytest.approx(0.3)
+    assert out[0].features["keep_at"] == pytest.approx(0.2)
+    assert out[1].features["keep_at"] == pytest.approx(0.9)
+    assert np.array_equal(out[0].mask, saliency >= 0.5)
+    # without a map every instance is held to instance_drop_below (0.5): both at 0.8 stay
+    plain = compute_features(image, instances, None)
+    no_map = KeepFusion(_kind_model(0.3, 0.8, policy)).fuse(image, plain, None)
+    assert [i.features["keep"] for i in no_map] == [1.0, 1.0]
+
+
+def _record(name: str, set_name: str, gt: np.ndarray, map_on: bool) -> Prepared:
+    _, instances, saliency = _scene()
+    saliency = saliency if map_on else None
+    segments = split_segments(instances, saliency)
+    return Prepared(name=name, set_name=set_name, group=name, map_on=map_on,
+                    instances=instances, raw=instances, saliency=saliency, segments=segments,
+                    seg_in=np.zeros(len(segments), np.int64),
+                    seg_out=np.zeros(len(segments), np.int64),
+                    inst_in_frac=np.zeros(len(instances)), gt=gt, ignore=None)  # fmt: skip
+
+
+def test_thresholds_chosen_by_the_issue_criterion():
+    a, b = _rect(5, 30, 5, 20), _rect(5, 30, 35, 55)
+    # map on: B is a bystander in the first photo (p 0.8) and a missed subject in the second
+    # (p 0.95); A's salient segment at 0.3 is right in both. Only detector_add_at 0.9 adds B
+    # where it belongs and not elsewhere; no drop threshold below 0.3 cuts A (the lowest wins).
+    on = [_record("p1", "s1", a, True), _record("p2", "s2", a | b, True)]
+    p_on = [np.array([0.3, 0.8]), np.array([0.3, 0.95])]
+    # map off: B a bystander at 0.15 in one photo, a co-subject at 0.25 in another: only 0.2
+    # keeps the one and drops the other
+    off = [_record("q1", "s1", a, False), _record("q2", "s2", a | b, False)]
+    p_off = [np.array([0.9, 0.15]), np.array([0.9, 0.25])]
+    assert [s.kind for s in on[0].segments] == ["both", "detector"]
+    thresholds, report = choose_thresholds([*on, *off], [*p_on, *p_off])
+    assert thresholds == KeepThresholds(0.0, 0.9, 0.2)
+    assert report["map"]["photos"] == 2 and report["nomap"]["photos"] == 2
+    # the chosen policy is the oracle here: both photos at IoU 1; the map alone (A) at 1 and
+    # at |A| / |A ∪ B| = 375 / 875
+    assert report["map"]["mean_delta"] == pytest.approx((1 - 375 / 875) / 2, abs=1e-4)
+    region = kept_region(on[1].segments, np.array([True, True]), HW)
+    assert np.array_equal(region, a | b)
+    with pytest.raises(ValueError, match="one probability array"):
+        choose_thresholds(on, p_on[:1])
+
+
+def test_out_of_fold_probabilities_never_come_from_a_model_that_saw_the_record():
+    # 6 records of 2 rows each, in 3 folds; column 0 of a row is its record's fold, and the
+    # "model" answers with the sum of the folds it was fitted on
+    folds = [0, 1, 2, 0, 1, 2]
+    row_record = np.repeat(np.arange(6), 2)
+    x = np.zeros((12, len(FEATURE_NAMES)))
+    x[:, 0] = np.asarray(folds)[row_record]
+
+    class Seen:
+        def __init__(self, xs):
+            self.total = float(np.unique(xs[:, 0]).sum())
+
+        def probability(self, rows, names):
+            return np.full(len(rows), self.total)
+
+    records = [None] * 6
+    out = out_of_fold_probabilities(records, x, np.zeros(12), np.ones(12), row_record, folds,
+                                    lambda xs, y, w: Seen(xs))  # fmt: skip
+    for i, fold in enumerate(folds):
+        assert out[i].tolist() == [3.0 - fold] * 2  # 0 + 1 + 2 minus its own fold
