@@ -98,11 +98,18 @@ class Remover:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            from pipeline.stages.detect import YoloDetector
             from pipeline.weights import resolve
 
             cfg = self.config.detect
-            self._detector = YoloDetector(resolve(cfg.weights), cfg, self.device, self._threads)
+            path = resolve(cfg.weights)
+            if path.suffix.lower() == ".onnx" and self.device == "cpu":  # no torch imported
+                from pipeline.stages.onnx_seg import OnnxSegDetector
+
+                self._detector = OnnxSegDetector(path, cfg, self._threads)
+            else:
+                from pipeline.stages.detect import YoloDetector
+
+                self._detector = YoloDetector(path, cfg, self.device, self._threads)
         return self._detector
 
     @property
