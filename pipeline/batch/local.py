@@ -141,6 +141,7 @@ class _Pipeline:
         self.yielded = 0  # results handed out so far
         self.results: dict[int, JobResult] = {}
         self.error: BaseException | None = None
+        self.error_index = 0  # the job that raised it; those before it still finish
         self.stopped = False
 
     def work(self) -> None:
@@ -156,7 +157,8 @@ class _Pipeline:
                 result = self.fn(self.jobs[index])
             except BaseException as exc:  # KeyboardInterrupt from a job: stop and re-raise there
                 with self.changed:
-                    self.error = self.error or exc
+                    if self.error is None or index < self.error_index:
+                        self.error, self.error_index = exc, index
                     self.stopped = True
                     self.changed.notify_all()
                 return
@@ -166,7 +168,9 @@ class _Pipeline:
 
     def take(self, index: int) -> JobResult:
         with self.changed:
-            while index not in self.results and self.error is None:
+            while index not in self.results and not (
+                self.error is not None and index >= self.error_index
+            ):
                 self.changed.wait()
             if index not in self.results:
                 raise self.error  # type: ignore[misc]
