@@ -13,6 +13,7 @@ Any stage can be injected (a fake in tests, a custom model in an application).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -82,6 +83,12 @@ class Remover:
         self._fusion = fusion
         self._selector = selector
         self._refiner = refiner
+        # ``run`` may be called from several threads at once (a pipelined batch,
+        # pipeline.batch.local): the stages that keep state across a call run one image at a
+        # time (Ultralytics' predictor, SAM's image embedding, pymatting's numba kernels, whose
+        # workqueue threading layer aborts on concurrent use); the map's onnxruntime session
+        # and the cheap stages run side by side.
+        self._one_at_a_time = {name: threading.Lock() for name in ("detect", "segment", "refine")}
 
     @classmethod
     def from_config(
@@ -102,11 +109,18 @@ class Remover:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            from pipeline.stages.detect import YoloDetector
             from pipeline.weights import resolve
 
             cfg = self.config.detect
-            self._detector = YoloDetector(resolve(cfg.weights), cfg, self.device, self._threads)
+            path = resolve(cfg.weights)
+            if path.suffix.lower() == ".onnx" and self.device == "cpu":  # no torch imported
+                from pipeline.stages.onnx_seg import OnnxSegDetector
+
+                self._detector = OnnxSegDetector(path, cfg, self._threads)
+            else:
+                from pipeline.stages.detect import YoloDetector
+
+                self._detector = YoloDetector(path, cfg, self.device, self._threads)
         return self._detector
 
     @property
@@ -211,9 +225,9 @@ class Remover:
         stage = partial(_timed, timings, around_stage)
         start_total = time.perf_counter()
         if proposals is None:
-            with stage("detect"):
+            with self._one_at_a_time["detect"], stage("detect"):
                 instances = self.detector.detect(image)
-            with stage("segment"):
+            with self._one_at_a_time["segment"], stage("segment"):
                 segmenter = self.segmenter
                 if segmenter is not None and instances:
                     instances = segmenter.segment(image, instances)
@@ -251,10 +265,10 @@ class Remover:
         )
         with stage("select"):
             selection = select_fn(ranked, mode)
-        refiner = self.refiner
+        refine = partial(_one_at_a_time, self._one_at_a_time["refine"], self.refiner.refine)
         with stage("refine"):
             mattes = {
-                inst.id: refiner.refine(image, inst)
+                inst.id: refine(image, inst)
                 for inst, decision in zip(ranked, selection.decisions, strict=True)
                 if decision.role.kept
             }
@@ -264,7 +278,7 @@ class Remover:
             ranked,
             mode,
             select_fn,
-            refiner.refine,
+            refine,  # a layer shown later is matted then, maybe beside another run
             input_alpha=input_alpha,
             timings_s=timings,
             source=source,
@@ -296,3 +310,9 @@ def _timed(timings: dict[str, float], around: AroundStage | None, name: str) -> 
         start = time.perf_counter()
         yield
         timings[name] = time.perf_counter() - start
+
+
+def _one_at_a_time(lock: threading.Lock, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` holding ``lock``."""
+    with lock:
+        return fn(*args)

@@ -16,6 +16,8 @@ model loads.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -319,13 +321,26 @@ def load_config(
     return config
 
 
+# What a loaded GPU driver leaves on Linux: NVIDIA (CUDA), AMD (ROCm builds of torch), WSL2.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_driver_present() -> bool:
+    """False on Linux when no GPU driver is loaded, so torch could find no device and ``auto``
+    is ``cpu`` without importing torch (470 MB of memory and a second of start-up that an ONNX
+    pipeline never needs); True elsewhere (torch is asked)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in GPU_DRIVER_PATHS)
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` where torch sees none
     raises ``ValueError`` in one line, so the choice fails before any model or weights load."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cpu":
-        return device
+    if device == "cpu" or (device == "auto" and not gpu_driver_present()):
+        return "cpu"
     import warnings
 
     import torch

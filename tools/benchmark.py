@@ -170,10 +170,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+def _torch_threads() -> int | None:
+    """torch's CPU threads, or None when nothing imported torch (ONNX models on the CPU)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_num_threads()
 
 
 def print_row(row: dict) -> None:

@@ -216,27 +216,46 @@ class YoloDetector:
         boxes = result.boxes.xyxy.cpu().numpy().astype(np.float32)
         scores = result.boxes.conf.cpu().numpy().astype(np.float64)
         classes = result.boxes.cls.cpu().numpy().astype(np.int64)
-        areas_px = (masks > 0.5).sum(dim=(1, 2)).cpu().numpy()
-        names = result.names
-        min_area_px = self.config.min_area_frac * height * width
+        return instances_from(
+            boxes, scores, classes, (masks > 0.5).cpu().numpy(), result.names, self.config
+        )
 
-        instances: list[Instance] = []
-        for index in np.argsort(-scores, kind="stable"):
-            if len(instances) == self.config.max_det:
-                break
-            if scores[index] < self.config.conf or areas_px[index] < min_area_px:
-                continue
-            if areas_px[index] == 0:
-                continue  # an empty mask is no instance, even with min_area_frac = 0
-            class_id = int(classes[index])
-            instances.append(
-                Instance(
-                    id=len(instances),
-                    xyxy=boxes[index],
-                    label=str(names.get(class_id, class_id)),
-                    class_id=class_id,
-                    det_score=float(scores[index]),
-                    mask=(masks[index] > 0.5).cpu().numpy(),
-                )
+
+def instances_from(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    masks: np.ndarray,
+    names: dict[int, str],
+    config: DetectConfig,
+) -> list[Instance]:
+    """Detections → ``Instance``s sorted by ``det_score`` descending with ids ``0..N-1``.
+
+    ``boxes`` ``(N, 4)`` xyxy in photo pixels, ``scores`` ``(N,)``, ``classes`` ``(N,)`` int,
+    ``masks`` ``(N, H, W) bool`` at the photo's size. Detections with ``score < conf``, an empty
+    mask or a mask area below ``min_area_frac`` of the image are dropped; at most ``max_det``
+    are returned. The one rule for every detector backend (``YoloDetector``,
+    ``pipeline.stages.onnx_seg.OnnxSegDetector``)."""
+    height, width = masks.shape[1:]
+    areas_px = masks.sum(axis=(1, 2))
+    min_area_px = config.min_area_frac * height * width
+    instances: list[Instance] = []
+    for index in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        if len(instances) == config.max_det:
+            break
+        if scores[index] < config.conf or areas_px[index] < min_area_px:
+            continue
+        if areas_px[index] == 0:
+            continue  # an empty mask is no instance, even with min_area_frac = 0
+        class_id = int(classes[index])
+        instances.append(
+            Instance(
+                id=len(instances),
+                xyxy=np.asarray(boxes[index], np.float32),
+                label=str(names.get(class_id, class_id)),
+                class_id=class_id,
+                det_score=float(scores[index]),
+                mask=np.asarray(masks[index], bool),
             )
-        return instances
+        )
+    return instances
