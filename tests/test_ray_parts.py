@@ -97,6 +97,7 @@ def test_an_output_that_is_an_input_is_found_as_checking_every_input_finds_it(tm
     options = OutputOptions(layers=True, debug=True)
     plan = plan_batch([str(tmp_path / "in")], str(tmp_path / "out"), options)
     out = plan.out_dir
+    out.mkdir(parents=True)  # planning creates nothing
     jobs = {job.source.name: job for job in plan.jobs}
     (out / "p0.png").symlink_to(inputs[0].resolve())  # the output is a link to an input
     os.link(inputs[1], out / "p1.debug.png")  # the debug file is a hard link to one
@@ -121,6 +122,7 @@ def test_a_hard_stop_leaves_no_temp_file_and_puts_an_old_layer_folder_back(tmp_p
     photo_file(tmp_path / "in" / "a.png")
     plan = plan_batch([str(tmp_path / "in")], str(tmp_path / "out"), options)
     out, job = plan.out_dir, plan.jobs[0]
+    out.mkdir(parents=True)  # planning creates nothing; a job's first write does
     (out / ".a.png.x1y2.tmp").write_bytes(b"half")
     (out / ".a.debug.png.x3.tmp").write_bytes(b"half")
     (out / ".a.x4.tmp").mkdir()

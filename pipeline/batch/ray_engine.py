@@ -91,6 +91,9 @@ def run_ray(
         progress = Progress(len(plan.jobs), quiet, err, status="starting workers")
         driver = _Driver(ray, plan, options, shape, progress)
         driver.show_traceback = show_traceback
+        # Planning creates nothing; the workers check that OUT exists on their node (a folder
+        # every node shares), so the driver makes it once the cluster is there.
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             driver.start_workers(config)
             return driver.run(start)
