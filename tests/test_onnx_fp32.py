@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeline.stages.onnx_fp32 import FLOAT, FLOAT16, _messages, float16_to_float32
+from pipeline.stages.onnx_fp32 import FLOAT, FLOAT16, _messages, float16_to_float32, for_cpu
 from tests.checkpoints import shared_weights_dir
 
 
@@ -53,8 +53,9 @@ def node(op: str, inputs: list[str], outputs: list[str], to: int | None = None) 
     return data
 
 
-def half_model(weights: np.ndarray) -> bytes:
-    """A ``1×n`` float model computing ``x * weights`` through float16."""
+def half_model(weights: np.ndarray, side_output: bool = False) -> bytes:
+    """A ``1×n`` float model computing ``x * weights`` through float16; with ``side_output``
+    a second graph output ``s = x * weights * weights`` (as ISNet's side maps)."""
     n = weights.size
     weight = (
         field(1, 1) + field(1, n) + field(2, FLOAT16) + field(8, "w")
@@ -70,6 +71,12 @@ def half_model(weights: np.ndarray) -> bytes:
         + field(12, value_info("y", FLOAT, [1, n]))
         + field(13, value_info("x16", FLOAT16, [1, n]))
     )
+    if side_output:
+        graph += (
+            field(1, node("Mul", ["y16", "w"], ["s16"]))
+            + field(1, node("Cast", ["s16"], ["s"], to=FLOAT))
+            + field(12, value_info("s", FLOAT, [1, n]))
+        )
     opset = field(1, "") + field(2, 13)
     return field(1, 8) + field(8, opset) + field(7, graph)
 
@@ -102,6 +109,25 @@ def test_a_model_without_float16_is_left_as_it_is():
     assert struct.pack("<f", 1.0) in wide  # the weight is stored as float32 now
 
 
+def test_for_cpu_keeps_the_one_output_asked_for_and_onnxruntime_drops_what_only_others_need():
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(-3, 3, 8).astype(np.float32)
+    x = rng.uniform(-3, 3, (1, 8)).astype(np.float32)
+    both = half_model(weights, side_output=True)
+    pruned, kept = for_cpu(both, "y")
+    assert kept == "y" and pruned is not None
+    session = ort.InferenceSession(pruned, providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["y"]
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], run(both, x), rtol=2e-3)
+    model = _messages()["ModelProto"]()
+    model.ParseFromString(pruned)
+    assert [n.op_type for n in model.graph.node].count("Mul") == 2  # stored; onnxruntime prunes
+    # a name the graph does not have: its first output, as exports without names order them
+    assert for_cpu(both, "output")[1] == "y"
+    # nothing to widen and one output: nothing to rewrite
+    assert for_cpu(float16_to_float32(half_model(weights)), "y") == (None, "y")
+
+
 ISNET = shared_weights_dir() / "isnet_medium.onnx"
 
 
@@ -110,8 +136,11 @@ def test_isnet_medium_widened_gives_the_same_map():
     wide = float16_to_float32(ISNET.read_bytes())
     assert wide is not None
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (1, 3, 1024, 1024)).astype(np.float32)
+    pruned, kept = for_cpu(ISNET.read_bytes(), "output")
+    assert kept == "output"
     out = {}
-    for name, model in (("half", str(ISNET)), ("wide", wide)):
+    for name, model in (("half", str(ISNET)), ("wide", wide), ("pruned", pruned)):
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         out[name] = session.run(["output"], {"input": x})[0]
     assert np.abs(out["half"] - out["wide"]).max() < 5e-3
+    assert np.array_equal(out["wide"], out["pruned"])  # the side maps do not feed the map

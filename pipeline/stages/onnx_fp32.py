@@ -49,10 +49,11 @@ def _messages():
             ("op_type", 4, Field.TYPE_STRING, Field.LABEL_OPTIONAL, None),
             ("attribute", 5, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "AttributeProto"),
         ],
-        "ValueInfoProto": [],
+        "ValueInfoProto": [("name", 1, Field.TYPE_STRING, Field.LABEL_OPTIONAL, None)],
         "GraphProto": [
             ("node", 1, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "NodeProto"),
             ("initializer", 5, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "TensorProto"),
+            ("output", 12, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "ValueInfoProto"),
             ("value_info", 13, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "ValueInfoProto"),
         ],
         "ModelProto": [("graph", 7, Field.TYPE_MESSAGE, Field.LABEL_OPTIONAL, "GraphProto")],
@@ -85,15 +86,42 @@ def float16_to_float32(data: bytes) -> bytes | None:
     attributes) widened to float32, casts to float16 made casts to float32 and the intermediate
     type annotations (``value_info``, optional) dropped; None when the model holds no float16
     tensor or one this rewrite cannot read (external data), i.e. use ``data`` as it is."""
+    return for_cpu(data)[0]
+
+
+def for_cpu(data: bytes, output: str | None = None) -> tuple[bytes | None, str | None]:
+    """(the model ``data`` rewritten for the CPU, or None when nothing changed; the name of the
+    one graph output kept, or None when ``output`` is None). Float16 tensors are widened as
+    ``float16_to_float32`` says. With ``output``, the graph keeps only that output when it has
+    it, else its first (exports without names put the final map first), so onnxruntime leaves
+    out the nodes that only the others need: for ISNet its five side maps at 1024² and the
+    encoder features it returns (2 % of a pass's time, and their memory)."""
     model = _messages()["ModelProto"]()
     model.ParseFromString(data)
     graph = model.graph
+    kept_name = None
+    changed = False
+    if output is not None and len(graph.output):
+        names = [value.name for value in graph.output]
+        kept_name = output if output in names else names[0]
+        if len(names) > 1:
+            kept = [value for value in graph.output if value.name == kept_name][:1]
+            del graph.output[:]
+            graph.output.extend(kept)
+            changed = True
+    changed = _widen(graph) or changed
+    return (model.SerializeToString() if changed else None), kept_name
+
+
+def _widen(graph) -> bool:
+    """Widen ``graph``'s float16 tensors and casts in place; False when there is nothing to
+    widen or a float16 tensor lives in external data (then nothing is changed)."""
     tensors = list(graph.initializer)
     for node in graph.node:
         tensors += [a.t for a in node.attribute if a.HasField("t")]
     half = [t for t in tensors if t.data_type == FLOAT16]
     if not half or any(t.data_location == 1 for t in half):
-        return None
+        return False
     for tensor in half:
         if tensor.raw_data:
             values = np.frombuffer(tensor.raw_data, dtype="<f2")
@@ -108,4 +136,4 @@ def float16_to_float32(data: bytes) -> bytes | None:
                 if attribute.name == "to" and attribute.i == FLOAT16:
                     attribute.i = FLOAT
     del graph.value_info[:]
-    return model.SerializeToString()
+    return True

@@ -83,18 +83,21 @@ def postprocess(output: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def _model_for_cpu(path: Path) -> bytes | str:
-    """What onnxruntime loads for ``path``: a float16 export rewritten to float32 in memory
-    (``pipeline.stages.onnx_fp32``: same map, less memory and time on the CPU), else the path.
-    A file protobuf cannot parse goes to onnxruntime as it is, which names the problem."""
+def _model_for_cpu(path: Path) -> tuple[bytes | str, str | None]:
+    """(what onnxruntime loads for ``path``, the output to read, or None to ask the session):
+    the model rewritten in memory (``pipeline.stages.onnx_fp32.for_cpu``: a float16 export
+    widened to float32, every graph output but the map dropped; the same map with less memory
+    and time on the CPU), else the path. A file protobuf cannot parse goes to onnxruntime as
+    it is, which names the problem."""
     from google.protobuf.message import DecodeError
 
-    from pipeline.stages.onnx_fp32 import float16_to_float32
+    from pipeline.stages.onnx_fp32 import for_cpu
 
     try:
-        return float16_to_float32(path.read_bytes()) or str(path)
+        model, output = for_cpu(path.read_bytes(), OUTPUT_NAME)
     except DecodeError:
-        return str(path)
+        return str(path), None
+    return (model or str(path)), output
 
 
 def _release_freed_heap() -> None:
@@ -157,8 +160,9 @@ class IsnetSaliency:
         # without, at the same speed; two passes side by side (pipeline.batch.local): 1.5 GB.
         options.enable_mem_pattern = False
         try:
+            model, output_name = _model_for_cpu(path)
             self.session = ort.InferenceSession(
-                _model_for_cpu(path), sess_options=options, providers=["CPUExecutionProvider"]
+                model, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime's own error types: one line naming the file
             detail = " ".join(str(exc).split()).replace(f"Load model from {path} failed:", "")
@@ -179,7 +183,7 @@ class IsnetSaliency:
             )
         outputs = [o.name for o in self.session.get_outputs()]
         # Prefer the head named "output"; exports without names put the final map first.
-        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        self.output_name = output_name or (OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0])
         self.input_px = input_px
         self.normalization = normalization
 
