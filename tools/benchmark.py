@@ -8,7 +8,9 @@ the preset names must resolve through the weights store): the cost of a forward 
 depend on weight values, but a random detector finds nothing at ordinary thresholds, so the
 benchmark sets ``detect.conf`` low and ``detect.max_det`` to ``--instances`` to drive the later
 stages with a realistic number of instances. The photo is a real one (bus.jpg shipped with
-Ultralytics, or ``--image``) resized to the requested megapixels.
+Ultralytics, or ``--image``) resized to the requested megapixels. The salient map has no random
+twin: without ``--real`` it is ``../shared/weights/isnet_medium.onnx``, or off (said on stderr)
+when that file is absent.
 
 Peak memory is the process's resident set size sampled every 2 ms while a stage runs (MB above
 the RSS at the stage's start, and the absolute peak).
@@ -37,6 +39,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.outputs import encode  # noqa: E402
 
 MB = 1024 * 1024
+SHARED_ISNET = Path(__file__).resolve().parent.parent.parent / "shared/weights/isnet_medium.onnx"
 
 
 class Meter:
@@ -103,7 +106,20 @@ def random_weight_overrides(preset: str, folder: Path, instances: int) -> list[s
     ]
     if config.segment.model != "none":
         overrides.append(f"segment.weights={paths[config.segment.model]}")
+    if config.saliency.model != "none":
+        overrides.append(map_override())
     return overrides
+
+
+def map_override() -> str:
+    """The salient map's setting for a run without the weights store: ISNet has no random
+    twin here, so the real file of ``../shared/weights`` (its cost is what matters), else the
+    map off, said on stderr so that a table without it is not taken for one with it."""
+    isnet = SHARED_ISNET
+    if isnet.is_file():
+        return f"saliency.weights={isnet}"
+    print(f"benchmark: {isnet} absent: the salient map is off", file=sys.stderr)
+    return "saliency.model=none"
 
 
 def bench_once(remover: Remover, image: np.ndarray, fmt: str) -> dict[str, Meter]:

@@ -52,7 +52,9 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {shlex.join(command)}\n{done.stderr}")
+        raise SystemExit(
+            f"failed ({done.returncode}): {shlex.join(map(str, command))}\n{done.stderr}"
+        )
     return seconds
 
 
@@ -83,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             env["LAYERCUT_MANIFEST"] = str(write_random_weights(work / "w", ["yolo11n-seg"]))
             env["XDG_CACHE_HOME"] = str(work / "cache")
             overrides += ["detect.conf=0.0001", f"detect.max_det={args.instances}"]
+        if not any(o.startswith("saliency.") for o in overrides):
+            sys.path.insert(0, str(REPO))
+            from tools.benchmark import map_override
+
+            overrides.append(map_override())
         settings = [part for o in overrides for part in ("--set", o)]
         (work / "batch").mkdir()
         width, height = write_photo(work / "batch" / "p01.jpg", args.mp)
