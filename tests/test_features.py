@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.features import FEATURE_NAMES, compute_features
+from pipeline.features.focus import DETAIL_RATIO_SHARP, FocusRaw, focus_features
 from pipeline.features.grid import make_grid
 from tests import scenes
 
@@ -49,6 +50,24 @@ def test_blur_grows_and_sharpness_falls_with_defocus():
     sharpness = [f["sharpness_rel_max"] for f in soft]
     assert blur == sorted(blur) and blur[-1] > blur[0]
     assert sharpness == sorted(sharpness, reverse=True) and sharpness[-1] < sharpness[0]
+
+
+def test_defocus_log_grows_by_doublings_of_defocus():
+    # the detail ratio falls as 1/σ: a sharp edge's, then that at 2, 4, 8 times the defocus
+    raws = [FocusRaw(1.0, DETAIL_RATIO_SHARP / k, 0.0) for k in (1, 2, 4, 8)] + [
+        FocusRaw(1.0, 0.0, 0.0)
+    ]
+    out = focus_features(raws, 1.0)
+    blur = np.array([f["blur"] for f in out])
+    log = np.array([f["defocus_log"] for f in out])
+    assert log[0] == pytest.approx(0.0) and log[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(log) > 0) and np.all(np.diff(blur) > 0)
+    # blur's steps halve at each doubling, the log cue's stay within a third of each other
+    assert np.diff(blur)[:3] == pytest.approx([0.5, 0.25, 0.125])
+    steps = np.diff(log)[:3]
+    assert steps.min() > 0.66 * steps.max()
+    soft = [features_of(scenes.focus_scene(sigma_px=s))[1] for s in (1.0, 2.0, 3.0)]
+    assert [f["defocus_log"] for f in soft] == sorted(f["defocus_log"] for f in soft)
 
 
 def test_motion_blur_aligns_gradients():

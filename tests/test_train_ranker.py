@@ -84,7 +84,8 @@ def test_learned_model_round_trips_through_build_ranker(tmp_path):
     scores = loaded.score([corner, central])
     np.testing.assert_allclose(scores, ranker.score([corner, central]))
     assert scores[1] > scores[0]  # the clearly better (central) instance ranks first
-    assert np.all((scores > 0) & (scores < 1))
+    # probabilities (the toy scenes are separable, so the calibrated ones may round to 0 or 1)
+    assert np.all((scores >= 0) & (scores <= 1))
     # the learned weight of the decisive cue dominates the decoy's
     assert abs(loaded.coef[CENTRALITY]) > 3 * abs(loaded.coef[AREA])
 

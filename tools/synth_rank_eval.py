@@ -2,12 +2,11 @@
 ranker that never saw the scenes' pixel sources, beside simple baselines.
 
     python -m tools.synth_rank_eval --test SYNTH/test/manifest.json --test-cache CACHE/synth_test \
-        --train SYNTH/train/manifest.json --train-cache CACHE/synth_train \
-        --photos ../shared/data/eval/manifest.json --photos-cache CACHE/eval -o OUT
+        --train SYNTH/train/manifest.json --train-cache CACHE/synth_train -o OUT
 
-The ranker is fitted as the shipped one (``tools.select_train.fit_ranker``) on the training
-scenes and on the real photos, leaving out every photo whose group (DAVIS sequence or photo) is
-a pixel source of a test scene, so no cut-out or background of the test scenes was seen. Scores
+The ranker is fitted as the shipped one (``tools.select_train.fit_ranker``: the training
+scenes, with and without the map's cues); the tool refuses when a pixel source (a cut-out or
+background group) feeds both splits, so no cut-out or background of the test scenes was seen. Scores
 come from the product's ``compute_features`` (with the map) and the ranker's ``score``; p@1 and
 SA-SOR are ``pipeline.eval.metrics_select``'s, as ``layercut eval --proposals gt`` reports them.
 Writes ``OUT/ranker.json`` (the held-out ranker) and ``OUT/synth_rank.md``.

@@ -9,6 +9,7 @@ name                 meaning                                                    
 sharpness_rel_image  RMS Laplacian vs the whole image, ``r / (1 + r)``          [0, 1)
 sharpness_rel_max    RMS Laplacian / the sharpest instance's                    [0, 1]
 blur                 defocus: coarseness of the finest detail                   [0, 1]
+defocus_log          the same on a log scale (tells strong defocus apart)       [0, 1]
 motion_blur          gradient-direction coherence                               [0, 1]
 truncation           share of the mask outline on the image frame               [0, 1]
 trunc_<side>         the same for left / top / right / bottom                   [0, 1]
@@ -51,6 +52,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sharpness_rel_image",
     "sharpness_rel_max",
     "blur",
+    "defocus_log",
     "motion_blur",
     "truncation",
     "trunc_left",

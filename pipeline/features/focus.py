@@ -30,6 +30,9 @@ EDGE_MIN_SHARE = 0.01
 # detail ratio of a sharp step edge after the pre-smoothing (measured: 0.76); finer texture
 # reaches 1.2, a Gaussian defocus of σ = 2 px halves it, σ = 4 px leaves almost no edges
 DETAIL_RATIO_SHARP = 0.75
+# floor of the detail left (share of a sharp edge's) in ``defocus_log``: below it, defocus reads
+# as total (σ ≳ 15 px on the working grid), so a textureless mask cannot reach an unbounded value
+DEFOCUS_LOG_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -122,18 +125,29 @@ def focus_features(raws: Sequence[FocusRaw], image_lap_rms: float) -> list[dict[
             0 = edges as crisp as a sharp step edge, ≈ 0.5 for a Gaussian defocus of σ = 2 px
             (working grid), 1 when no edge is left. A textureless or smoothly shaded object also
             reads as blurred (focus is unobservable there).
+        defocus_log: the same estimate on a log scale of the detail left, in [0, 1]:
+            ``log((1 + f) / (d + f)) / log((1 + f) / f)`` with ``d = 1 - blur`` and ``f`` =
+            ``DEFOCUS_LOG_FLOOR``: 0 for a sharp edge, 1 when no edge is left. The detail
+            ratio falls as 1/σ, so each doubling of σ adds half as much ``blur`` as the one
+            before (0.5, 0.75, 0.875 …), crowding strong defocus near 1, while it adds about
+            the same here (0.21, 0.41, 0.59 …): the linear ranker orders defocused instances
+            among themselves by it (``pipeline/models/RANKER_CARD.md``).
         motion_blur: structure-tensor coherence in [0, 1]: motion blur along one direction
             removes the gradients along it, so the rest align (→ 1); a striped texture does too.
     """
     top = max((raw.lap_rms for raw in raws), default=0.0)
+    floor = DEFOCUS_LOG_FLOOR
     out = []
     for raw in raws:
         ratio = raw.lap_rms / image_lap_rms if image_lap_rms > 1e-9 else 0.0
+        detail = min(1.0, raw.detail_ratio / DETAIL_RATIO_SHARP)  # share of a sharp edge's
         out.append(
             {
                 "sharpness_rel_image": ratio / (1.0 + ratio),
                 "sharpness_rel_max": raw.lap_rms / top if top > 1e-9 else 0.0,
-                "blur": 1.0 - min(1.0, raw.detail_ratio / DETAIL_RATIO_SHARP),
+                "blur": 1.0 - detail,
+                "defocus_log": math.log((1.0 + floor) / (detail + floor))
+                / math.log((1.0 + floor) / floor),
                 "motion_blur": raw.coherence,
             }
         )
