@@ -210,6 +210,17 @@ def test_smoke_photos_if_shared_present(store_env):
     assert len(list(out.glob("*.png"))) == len(photos)
 
 
+def test_cli_warns_when_nothing_at_all_is_found(store_env, tmp_path, capsys):
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(flat)  # nothing to detect, map off
+    out = store_env / "out"
+    assert main([str(flat), "-o", str(out), *MAP_OFF]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(flat) in warnings[0] and "nothing found" in warnings[0]
+    with Image.open(out / "flat.png") as img:
+        assert np.asarray(img)[..., 3].max() == 0  # empty, and said so
+
+
 def test_cli_warns_when_the_best_candidate_is_kept_rather_than_nothing(store_env, photo, capsys):
     from tests.test_keep_decision import never
 

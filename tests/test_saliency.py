@@ -192,6 +192,21 @@ def test_large_uncovered_salient_blob_is_rescued_as_object():
     np.testing.assert_array_equal(rescued.xyxy, [60, 50, 110, 90])
 
 
+def test_with_nothing_detected_the_largest_salient_speck_is_rescued_rather_than_nothing():
+    saliency = np.zeros(HW, np.float32)
+    saliency[5:8, 100:104] = 1.0  # 12 px, under 1 % of the image
+    saliency[60:64, 20:25] = 0.7  # 20 px: the largest speck
+    saliency[30:40, 30:40] = 0.4  # below the map's threshold: not salient
+    (rescued,) = rescue_instances([], saliency, min_area_frac=0.01, min_part_frac=0.2)
+    np.testing.assert_array_equal(rescued.mask, box_mask(slice(60, 64), slice(20, 25)))
+    assert (rescued.id, rescued.source) == (0, "saliency")
+    # beside a detected instance the specks stay noise, and a map with nothing salient gives
+    # nothing
+    person = make_instance(box_mask(slice(10, 40), slice(50, 70)), 4)
+    assert rescue_instances([person], saliency, 0.01, 0.2) == [person]
+    assert rescue_instances([], np.full(HW, 0.4, np.float32), 0.01, 0.2) == []
+
+
 def test_blob_covered_by_an_instance_is_not_rescued():
     saliency = np.zeros(HW, np.float32)
     saliency[50:90, 60:110] = 0.9

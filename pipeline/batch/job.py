@@ -15,12 +15,15 @@ from typing import BinaryIO
 from pipeline.batch.plan import STDIN_NAME, Job, OutputOptions
 from pipeline.outputs import encode, write_file, write_folder
 
+NOTHING_FOUND = "nothing found (no detection, no salient region): the result is empty"
+
 
 @dataclass(frozen=True)
 class JobResult:
     """``ok``; else ``error``, one line naming the input, and ``detail`` (the traceback).
-    ``warning``: ``Layers.fallback`` of a done job ("" unless the keep policy would have kept
-    nothing and the best candidate was kept instead)."""
+    ``warning``: ``Layers.fallback`` of a done job (the keep policy would have kept nothing and
+    the best candidate was kept instead), ``NOTHING_FOUND`` when there was no candidate at all
+    (the output is fully transparent), else ""."""
 
     job: Job
     ok: bool
@@ -53,7 +56,9 @@ def run_job(
         seconds = time.perf_counter() - start
         return JobResult(job, False, seconds, _one_line(job, exc), traceback.format_exc())
     seconds = time.perf_counter() - start
-    return JobResult(job, True, seconds, written=tuple(written), warning=layers.fallback)
+    # never silently empty: a photo where neither the detector nor the map found anything
+    warning = layers.fallback or ("" if len(layers) else NOTHING_FOUND)
+    return JobResult(job, True, seconds, written=tuple(written), warning=warning)
 
 
 def _one_line(job: Job, exc: Exception) -> str:

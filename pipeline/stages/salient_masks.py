@@ -288,7 +288,11 @@ def rescue_instances(
     when its area is at least ``min_area_frac`` of the image **and** at least
     ``min_part_frac`` of the region's covered area: a salient region nobody covers (a class
     COCO lacks) is rescued whole, and so is the uncovered half of one (the soapbox cart under
-    its detected riders), while the salient fringe of a detected person is not.
+    its detected riders), while the salient fringe of a detected person is not. With no
+    instance and no piece that large, the largest salient region is rescued whatever its size:
+    the map found something, and the result is not to be emptier than the map alone (the keep
+    decision still judges it; when nothing else is kept, the never-empty fallback keeps it and
+    says so).
 
     The new instance: ``label="object"``, ``class_id=-1``, ``source="saliency"``, ``det_score``
     = mean map value in the mask, ``soft_mask`` = the map inside the mask (0 elsewhere); its mask
@@ -339,6 +343,9 @@ def rescue_instances(
                 full = np.zeros(hw, bool)
                 full[rows, cols] = piece
                 pieces.append((area_px, full))
+    if not instances and not pieces and count > 1:  # only specks: the largest, not nothing
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        pieces.append((int(stats[largest, cv2.CC_STAT_AREA]), labels == largest))
     pieces.sort(key=lambda item: -item[0])
     next_id = max((instance.id for instance in instances), default=-1) + 1
     result = list(instances)
