@@ -11,8 +11,9 @@ it (``pipeline.stages.onnx_fp32.for_cpu``: float16 widened, only the map's outpu
 through onnxruntime's quantisation pre-processing, then ``quantize_static`` in QDQ format with
 int8 weights per output channel and uint8 activations whose ranges are percentiles of the values
 seen on calibration photos (``calibrate``). Convolutions fed by the network input stay in
-float32: their bias scale (input scale × weight scale) is too small for int32 and onnxruntime's
-quantiser refuses them.
+float32 (one small layer): with min/max ranges onnxruntime's quantiser refuses ISNet's first
+convolution, whose bias scale (input scale × weight scale) is too small for int32, and the
+measured file was built that way.
 
 Activation ranges come either from the user's photos (``photos``) or, for the one export they
 were measured on (``RANGES_PATH``, matched by sha256), from the ranges shipped with the package,
