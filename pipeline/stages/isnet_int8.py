@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.weights import WeightsError, cache_dir
+from pipeline.weights import WeightsError, derived_path
 
 RANGES_PATH = files("pipeline") / "models" / "isnet_int8_ranges.json"
 INT8_FOLDER = "int8"
@@ -52,11 +52,7 @@ PERCENTILE = 99.99
 
 def int8_path(source: Path) -> Path:
     """Where the int8 file built from ``source`` (an ``.onnx`` file) lives in the cache."""
-    source = Path(source).resolve()
-    stat = source.stat()
-    key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    digest = hashlib.sha256(key).hexdigest()[:16]
-    return cache_dir() / INT8_FOLDER / f"{source.stem}.{digest}.int8.onnx"
+    return derived_path(source, INT8_FOLDER, ".int8.onnx", version=1)
 
 
 def built_int8(source: Path, weights: str) -> Path:
