@@ -143,7 +143,12 @@ class Remover:
             from pipeline.stages.saliency import IsnetSaliency
             from pipeline.weights import resolve
 
-            self._saliency = IsnetSaliency(resolve(cfg.weights), cfg.input_px, self._threads)
+            path = resolve(cfg.weights)
+            if cfg.precision == "int8":
+                from pipeline.stages.isnet_int8 import built_int8
+
+                path = built_int8(path, cfg.weights)
+            self._saliency = IsnetSaliency(path, cfg.input_px, self._threads)
         return self._saliency
 
     @property

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="layercut",
         description="Remove the background and keep what matters: ranked instance layers.",
-        epilog="Other commands: layercut weights {list,fetch NAME} | layercut eval ... | "
-        "layercut serve ...",
+        epilog="Other commands: layercut weights {list,fetch NAME,quantize NAME} | "
+        "layercut eval ... | layercut serve ...",
     )
     parser.add_argument(
         "inputs",

@@ -40,6 +40,8 @@ MODELS_DIR = files("pipeline") / "models"
 # The choices of each choice key, declared once; the stages take their name tables from these.
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
 SaliencyModelName = Literal["none", "isnet"]
+# int8: the file `layercut weights quantize` built from saliency.weights (stages/isnet_int8.py)
+SaliencyPrecision = Literal["fp32", "int8"]
 KeepName = Literal["main", "all", "interacting"]  # pipeline.types.KeepMode's values
 # learned: the keep decision over segments (pipeline.stages.fusion) decides --keep main;
 # rules: the hand-set rules of pipeline.stages.select (a baseline)
@@ -99,6 +101,7 @@ class SaliencyConfig(Section):
     section: ClassVar[str] = "saliency"
     model: SaliencyModelName = "none"
     weights: str = "isnet-general-use"  # manifest name or local .onnx path
+    precision: SaliencyPrecision = "fp32"
     input_px: int = num(1024, 32)  # side of the square network input
     # Edges from the map (pipeline.stages.salient_masks.refine_instances):
     band_px: int = num(0, 0)  # half-width of the band where the map decides; 0 = adaptive

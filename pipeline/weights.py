@@ -28,6 +28,7 @@ run code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -144,6 +145,17 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "layercut"
+
+
+def derived_path(source: Path, folder: str, suffix: str, version: int = 1) -> Path:
+    """``<cache>/<folder>/<stem>.<digest><suffix>``: where a file made from the weights file
+    ``source`` is kept. The digest covers the resolved path, size and modification time of
+    ``source`` and ``version`` (of the recipe), so a changed source or recipe never reuses an
+    old file, and finding it costs no hashing."""
+    source = Path(source).resolve()
+    stat = source.stat()
+    key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{version}".encode()
+    return cache_dir() / folder / f"{source.stem}.{hashlib.sha256(key).hexdigest()[:16]}{suffix}"
 
 
 def _search_dirs() -> list[Path]:

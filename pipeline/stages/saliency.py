@@ -33,7 +33,9 @@ running at its own size.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,21 +85,48 @@ def postprocess(output: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
+REWRITE_FOLDER = "cpu"
+REWRITE_VERSION = 1  # of pipeline.stages.onnx_fp32.for_cpu's output: bump when it changes
+
+
 def _model_for_cpu(path: Path) -> tuple[bytes | str, str | None]:
     """(what onnxruntime loads for ``path``, the output to read, or None to ask the session):
-    the model rewritten in memory (``pipeline.stages.onnx_fp32.for_cpu``: a float16 export
+    the model rewritten for the CPU (``pipeline.stages.onnx_fp32.for_cpu``: a float16 export
     widened to float32, every graph output but the map dropped; the same map with less memory
     and time on the CPU), else the path. A file protobuf cannot parse goes to onnxruntime as
-    it is, which names the problem."""
+    it is, which names the problem.
+
+    The rewrite is kept in the weights cache (``<cache>/cpu/``, keyed by the source's path, size
+    and time) and later processes load that file: the same bytes, without the 0.4 s of parsing
+    and rewriting at every start. Where the cache cannot be written the rewrite stays in memory.
+    """
     from google.protobuf.message import DecodeError
 
     from pipeline.stages.onnx_fp32 import for_cpu
+    from pipeline.weights import derived_path
 
+    cached = derived_path(path, REWRITE_FOLDER, ".onnx", REWRITE_VERSION)
+    if cached.is_file():
+        return str(cached), None  # its one output is the map
     try:
         model, output = for_cpu(path.read_bytes(), OUTPUT_NAME)
     except DecodeError:
         return str(path), None
-    return (model or str(path)), output
+    if model is None:
+        return str(path), output
+    part = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".part", dir=cached.parent)
+        with os.fdopen(fd, "wb") as file:
+            file.write(model)
+        os.chmod(part, 0o644)
+        os.replace(part, cached)  # atomic: another process sees no file or the whole file
+    except OSError:  # a read-only or full cache: this process uses the rewrite in memory
+        if part is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+    return model, output
 
 
 def _release_freed_heap() -> None:

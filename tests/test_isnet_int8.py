@@ -1,0 +1,193 @@
+"""The int8 ISNet (``pipeline.stages.isnet_int8``): where the file lives, the errors a user sees,
+the shipped calibration, and a real quantisation of a tiny random-weight ISNet-shaped model
+(plumbing only: random weights say nothing about quality; the real file's quality is measured
+in README, "Speed"). Quantising needs the ``onnx`` package (the ``quantize`` extra); the tests
+that quantise skip without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.api import Remover
+from pipeline.config import Config, load_config
+from pipeline.stages.isnet_int8 import (
+    RANGES_PATH,
+    built_int8,
+    input_convs,
+    int8_path,
+    quantize,
+    shipped_ranges,
+)
+from pipeline.weights import WeightsError
+from pipeline.weights_cli import main as weights_main
+
+SIDE_PX = 32
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """An empty weights cache of this test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LAYERCUT_WEIGHTS", raising=False)
+    return tmp_path / "xdg" / "layercut"
+
+
+def tiny_isnet(path, seed: int = 0):
+    """A random-weight model shaped like the ISNet export at 32²: ``input`` 1×3×32×32 → Cast →
+    Conv 3→4 → Relu → Conv 4→4 → Relu → Conv 4→1 → Sigmoid → ``output``, plus a side output
+    (as ISNet's deep-supervision maps) that the CPU rewrite drops."""
+    onnx = pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def conv(name, x, c_in, c_out):
+        weight = numpy_helper.from_array(
+            rng.normal(0, 0.5, (c_out, c_in, 3, 3)).astype(np.float32), f"{name}.w"
+        )
+        bias = numpy_helper.from_array(rng.normal(0, 0.1, c_out).astype(np.float32), f"{name}.b")
+        node = helper.make_node(
+            "Conv", [x, weight.name, bias.name], [f"{name}.y"], name=name, pads=[1, 1, 1, 1]
+        )
+        return node, [weight, bias]
+
+    nodes = [helper.make_node("Cast", ["input"], ["cast"], name="cast", to=TensorProto.FLOAT)]
+    inits = []
+    x = "cast"
+    for i, (c_in, c_out) in enumerate([(3, 4), (4, 4)]):
+        node, params = conv(f"/conv{i}/Conv", x, c_in, c_out)
+        nodes += [node, helper.make_node("Relu", [node.output[0]], [f"relu{i}"], name=f"r{i}")]
+        inits += params
+        x = f"relu{i}"
+    head, params = conv("/head/Conv", x, 4, 1)
+    nodes += [head, helper.make_node("Sigmoid", [head.output[0]], ["output"], name="sig")]
+    nodes.append(helper.make_node("Sigmoid", [x], ["side"], name="side"))
+    inits += params
+    graph = helper.make_graph(
+        nodes,
+        "tiny_isnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIDE_PX, SIDE_PX])],
+        [
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, SIDE_PX, SIDE_PX]),
+            helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 4, SIDE_PX, SIDE_PX]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def photos(folder, count: int = 3):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (40 + 7 * i, 50, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"photo{i}.png")
+    return folder
+
+
+def test_int8_file_is_named_after_the_source_and_changes_when_it_does(tmp_path, cache):
+    source = tmp_path / "isnet.onnx"
+    source.write_bytes(b"one")
+    first = int8_path(source)
+    assert first.parent == cache / "int8" and first.name.startswith("isnet.")
+    assert int8_path(source) == first
+    source.write_bytes(b"other content")
+    os.utime(source, ns=(1, 1))
+    assert int8_path(source) != first
+
+
+def test_missing_int8_file_names_the_command_that_builds_it(tmp_path):
+    source = tmp_path / "isnet.onnx"
+    source.write_bytes(b"not built yet")
+    with pytest.raises(WeightsError, match="layercut weights quantize my-isnet") as info:
+        built_int8(source, "my-isnet")
+    assert "\n" not in str(info.value)
+    config = load_config(
+        None,
+        [
+            "saliency.model=isnet",
+            f"saliency.weights={source}",
+            "saliency.precision=int8",
+        ],
+    )
+    with pytest.raises(WeightsError, match=f"layercut weights quantize {source}"):
+        Remover(config).saliency  # noqa: B018 (the property builds the stage)
+
+
+def test_precision_is_a_checked_choice():
+    assert Config().saliency.precision == "fp32"
+    with pytest.raises(ValueError, match="saliency.precision must be one of fp32, int8"):
+        load_config(None, ["saliency.precision=int4"])
+
+
+def test_shipped_ranges_belong_to_one_file_and_are_ordered():
+    data = json.loads(RANGES_PATH.read_text(encoding="utf-8"))
+    ranges = shipped_ranges(data["source_sha256"])
+    assert ranges and all(lo <= hi for lo, hi in ranges.values())
+    assert shipped_ranges(hashlib.sha256(b"another file").hexdigest()) is None
+
+
+def test_quantize_without_photos_refuses_a_file_it_has_no_ranges_for(tmp_path):
+    source = tmp_path / "isnet.onnx"
+    source.write_bytes(b"some other export")
+    err = io.StringIO()
+    assert weights_main(["quantize", str(source)], stderr=err) == 1
+    message = err.getvalue()
+    assert message.count("\n") == 1 and "--photos DIR" in message and str(source) in message
+    err = io.StringIO()
+    assert weights_main(["quantize", str(source), "--photos", str(tmp_path / "none")], stderr=err)
+    assert "not a folder" in err.getvalue()
+
+
+def test_quantized_tiny_isnet_runs_as_the_map_and_keeps_the_input_conv_float(tmp_path, cache):
+    onnx = pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    from pipeline.stages.saliency import IsnetSaliency
+
+    source = tiny_isnet(tmp_path / "tiny.onnx")
+    folder = photos(tmp_path / "calib")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")  # skipped with a line, not fatal
+    out = io.StringIO()
+    assert weights_main(["quantize", str(source), "--photos", str(folder)], stdout=out) == 0
+    built = built_int8(source, str(source))
+    assert out.getvalue().strip() == str(built)
+    model = onnx.load(built)
+    ops = [node.op_type for node in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert [value.name for value in model.graph.output] == ["output"]  # side output dropped
+    # the first convolution reads the float input: its weights stay float32
+    floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert "/conv0/Conv.w" in floats and "/conv1/Conv.w" not in floats
+    assert input_convs(onnx.load(source)) == ["/conv0/Conv"]
+
+    image = np.random.default_rng(2).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    saliency = IsnetSaliency(built, input_px=SIDE_PX, threads=1)
+    result = saliency.predict(image)
+    assert result.shape == (45, 61) and result.dtype == np.float32
+    assert 0.0 <= result.min() <= result.max() <= 1.0
+    # built once: a second call returns the same file without rebuilding it
+    mtime_ns = built.stat().st_mtime_ns
+    assert quantize(source, []) == built and built.stat().st_mtime_ns == mtime_ns
+
+
+def test_calibration_without_a_readable_photo_is_one_error_line(tmp_path):
+    pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    source = tiny_isnet(tmp_path / "tiny.onnx")
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not a png")
+    err = io.StringIO()
+    assert weights_main(["quantize", str(source), "--photos", str(folder)], stderr=err) == 1
+    message = err.getvalue()
+    assert message.startswith("layercut weights: ") and message.count("\n") == 1
+    assert "none of the 1 calibration photos could be read" in message
