@@ -78,6 +78,13 @@ def _png(ihdr: bytes, idat: bytes) -> bytes:
     return signature + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width × height`` but carries almost no pixel data (a bomb
+    as far as any header check is concerned)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return _png(ihdr, zlib.compress(b"\x00" * 64))
+
+
 def bomb_png_bytes(side_px: int = BOMB_SIDE_PX) -> bytes:
     """A valid 1-bit black PNG of ``side_px``² pixels, compressed to a few hundred KB at most:
     decoding it would need ``side_px``² bytes of memory in Pillow (1 byte per 1-bit pixel)."""

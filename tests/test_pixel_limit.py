@@ -3,26 +3,12 @@ accepts, the pipeline finishes; a larger photo is refused from its header, in on
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
 from pipeline import resources
 from pipeline.cli import main
 from pipeline.config import Config
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width × height`` but carries almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+from tests.badfiles import png_header_only
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,8 @@ import asyncio
 import base64
 import io
 import json
-import struct
 import threading
 import zipfile
-import zlib
 
 import httpx
 import numpy as np
@@ -28,6 +26,7 @@ from pipeline.fakes import FakeRemover, fake_masks
 from pipeline.serve import main as serve_main
 from pipeline.serve.app import create_app
 from pipeline.serve.limits import AdmissionGate, ServeLimits
+from tests.badfiles import png_header_only
 from tests.checkpoints import MAP_OFF
 
 
@@ -42,19 +41,6 @@ def encoded(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, fmt, **options)
     return out.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width × height`` but carries almost no data (a bomb
-    as far as any header check is concerned)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def rgba_of(body: bytes) -> np.ndarray:
