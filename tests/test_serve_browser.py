@@ -128,6 +128,15 @@ def _recomposed(page, action) -> None:
     page.wait_for_function(f"Number(document.body.dataset.composed) > {composed}")
 
 
+def _downloaded(page, button: str, target, mode: str) -> np.ndarray:
+    """Click ``button``, save the file the page offers to ``target``; its pixels in ``mode``."""
+    with page.expect_download() as info:
+        page.click(button)
+    info.value.save_as(target)
+    with Image.open(target) as image:
+        return np.asarray(image.convert(mode))
+
+
 def _canvas_rgba(page) -> np.ndarray:
     url = page.evaluate("document.getElementById('result').toDataURL('image/png')")
     data = base64.b64decode(url.split(",", 1)[1])
@@ -206,22 +215,12 @@ def test_upload_click_toggle_switch_mode_download(server_url, browser, tmp_path)
     assert (blurred[..., 3] == 255).all() and tuple(blurred[person][:3]) != (0, 255, 0)
     _save_screenshot(page)
 
-    with page.expect_download() as info:
-        page.click("#download-mask")
-    target = tmp_path / "mask.png"
-    info.value.save_as(target)
-    with Image.open(target) as image:
-        mask = np.asarray(image.convert("L"))
+    mask = _downloaded(page, "#download-mask", tmp_path / "mask.png", "L")
     assert mask.shape == (h, w)
     assert mask[person] == 0 and mask[bag] == 255 and mask[dog] == 0
 
     _recomposed(page, lambda: page.check('input[name="background"][value=""]'))
-    with page.expect_download() as info:
-        page.click("#download")
-    target = tmp_path / "download.png"
-    info.value.save_as(target)
-    with Image.open(target) as image:
-        downloaded = np.asarray(image.convert("RGBA"))
+    downloaded = _downloaded(page, "#download", tmp_path / "download.png", "RGBA")
     assert downloaded.shape == (h, w, 4)
     assert downloaded[person][3] == 0 and downloaded[bag][3] == 255
     assert console.errors == []
