@@ -33,6 +33,11 @@ class JobResult:
     written: tuple[Path, ...] = ()
     warning: str = ""
 
+    def warning_line(self) -> str:
+        """The line every engine prints for ``warning`` (never silently: a candidate the
+        policy dropped was kept, or nothing was found), "" when there is none."""
+        return f"layercut: warning: {self.job.name}: {self.warning}" if self.warning else ""
+
 
 def run_job(
     remover,

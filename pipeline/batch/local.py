@@ -77,8 +77,8 @@ def run_local(
         for result in in_order(one, plan.jobs, workers):
             if result.ok:
                 done += 1
-                if result.warning:  # never silently: a candidate the policy dropped was kept
-                    say(f"layercut: warning: {result.job.name}: {result.warning}")
+                if result.warning:
+                    say(result.warning_line())
             else:
                 failed += 1
                 say(result.error)

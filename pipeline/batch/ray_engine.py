@@ -211,8 +211,8 @@ class _Driver:
     def _count(self, result: JobResult) -> None:
         if result.ok:
             self.done += 1
-            if result.warning:  # never silently: a candidate the policy dropped was kept
-                self.report.say(f"layercut: warning: {result.job.name}: {result.warning}")
+            if result.warning:
+                self.report.say(result.warning_line())
         else:
             self.failed += 1
             self.report.say(result.error)
