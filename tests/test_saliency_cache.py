@@ -32,7 +32,7 @@ def test_rewrite_is_cached_once_and_gives_the_same_map(tmp_path, cache):
     second = IsnetSaliency(source, input_px=SIDE_PX, threads=1)
     assert cached.stat().st_mtime_ns == mtime_ns  # not written again
     assert np.array_equal(first.predict(IMAGE), second.predict(IMAGE))
-    assert not [p for p in cache.iterdir() if p.suffix == ".part"]
+    assert list(cache.iterdir()) == [cached]  # no temp file left beside it
 
 
 def test_changed_source_gets_a_new_cached_rewrite(tmp_path, cache):

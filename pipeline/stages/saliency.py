@@ -33,9 +33,7 @@ running at its own size.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +100,7 @@ def _model_for_cpu(path: Path) -> tuple[bytes | str, str | None]:
     """
     from google.protobuf.message import DecodeError
 
+    from pipeline.outputs import write_file
     from pipeline.stages.onnx_fp32 import for_cpu
     from pipeline.weights import derived_path
 
@@ -114,18 +113,11 @@ def _model_for_cpu(path: Path) -> tuple[bytes | str, str | None]:
         return str(path), None
     if model is None:
         return str(path), output
-    part = None
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".part", dir=cached.parent)
-        with os.fdopen(fd, "wb") as file:
-            file.write(model)
-        os.chmod(part, 0o644)
-        os.replace(part, cached)  # atomic: another process sees no file or the whole file
+        write_file(cached, model)  # atomic: another process sees no file or the whole file
     except OSError:  # a read-only or full cache: this process uses the rewrite in memory
-        if part is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(part)
+        pass
     return model, output
 
 
