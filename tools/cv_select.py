@@ -175,6 +175,8 @@ def run_cv(
     synth_det: Sequence[Prepared] = (),
     regions: dict | None = None,
     probabilities: dict | None = None,
+    extra: Sequence[Prepared] = (),
+    scored: tuple[Sequence[Prepared], Sequence[Prepared]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
@@ -182,7 +184,12 @@ def run_cv(
     scenes with the detector's instances (keep-model training). Both only where no pixel
     source is held out. ``regions``, when given, receives each item's kept regions
     (``{"map": H×W bool, "nomap": H×W bool}``), ``probabilities`` its held-out segment
-    probabilities (same keys)."""
+    probabilities (same keys). ``extra``: more training records of the same photos (the map at
+    another precision, ``--train-also``), trained on where their group is not held out.
+    ``scored``: ``(map_on, map_off)`` records of the same photos from another stage cache
+    (``--score-cache``) to score the held-out photos from instead of ``on``/``off``: models
+    trained on one map, scored on another."""
+    score_on, score_off = scored if scored is not None else (on, off)
     fold_of = stratified_folds(on, n_folds, seed)
     results: dict[str, dict[str, float]] = {}
     for k in range(n_folds):
@@ -195,6 +202,7 @@ def run_cv(
             raise RuntimeError(f"fold {k}: groups on both sides: {sorted(train_groups & held)}")
         syn = usable_synth(synth, held)
         train_recs = [on[i] for i in train] + [off[i] for i in train]
+        train_recs += [r for r in extra if r.group not in held]
         ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
         keep_recs = [*train_recs, *usable_synth(synth_det, held)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
@@ -213,7 +221,7 @@ def run_cv(
         for i in test:
             row = {"fold": float(k)}
             kept, probs = {}, {}
-            for tag, rec in (("map", on[i]), ("nomap", off[i])):
+            for tag, rec in (("map", score_on[i]), ("nomap", score_off[i])):
                 metrics, kept[tag], probs[tag] = ours(rec, ranker, model)
                 row.update({f"ours_{tag}_{m}": v for m, v in metrics.items()})
             results[on[i].name] = row
@@ -245,6 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", required=True, help="stage cache of the photos")
     parser.add_argument("--synth", default=None, help="tools.synth manifest.json (optional)")
     parser.add_argument("--synth-cache", default=None, help="stage cache of the scenes")
+    parser.add_argument(
+        "--train-also",
+        default=None,
+        help="a second stage cache of the same photos (e.g. the map at another precision): "
+        "its records are trained on too, never scored",
+    )
+    parser.add_argument("--synth-also", default=None, help="a second stage cache of the scenes")
+    parser.add_argument(
+        "--score-cache",
+        default=None,
+        help="score the held-out photos from this stage cache of the same photos (e.g. the map "
+        "at another precision) instead of --cache",
+    )
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--folds", type=int, default=5)
@@ -277,6 +298,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.synth:
             s_on, s_off = load_records(args.synth, args.synth_cache, config, gt_proposals=True)
             synth = s_on + s_off
+            if args.synth_also:
+                a_on, a_off = load_records(args.synth, args.synth_also, config, gt_proposals=True)
+                synth += a_on + a_off
+        scored = None
+        if args.score_cache:
+            scored = load_records(args.manifest, args.score_cache, config, sets)
+            if [r.name for r in scored[0]] != [r.name for r in on]:
+                raise ValueError("--score-cache must hold the same photos as --cache")
+        extra: list[Prepared] = []
+        if args.train_also:
+            a_on, a_off = load_records(args.manifest, args.train_also, config, sets)
+            extra = a_on + a_off
         # the keep policy before this change: the salient preset ranked with the hand-set
         # prior, the cpu preset (no map) with models/ranker.json
         before_path = args.before_ranker or _models() / "ranker.json"
@@ -286,12 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         regions: dict | None = {} if args.thumbs else None
         held_out: dict = {}
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
-                      probabilities=held_out)  # fmt: skip
-        for a, b in zip(on, off, strict=True):
+                      probabilities=held_out, extra=extra, scored=scored)  # fmt: skip
+        score_on, score_off = scored if scored is not None else (on, off)
+        for a, b in zip(score_on, score_off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
         if args.fit_out:
             fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args),
-                      held_out)  # fmt: skip
+                      held_out, extra)  # fmt: skip
     except (ValueError, OSError) as exc:
         print(f"cv_select: {exc}", file=sys.stderr)
         return 2
@@ -306,16 +340,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict, held_out: dict) -> None:
+def fit_final(
+    on, off, synth, kind: str, seed: int, out: Path, args: dict, held_out: dict, extra=()
+) -> None:
     """The shipped models: the ranker on every photo and scene, the keep model on every photo's
     segments with cross-fitted ranker scores (as in each fold), its thresholds chosen on the
-    CV's held-out probabilities of every photo (``held_out``: name → {"map", "nomap"})."""
+    CV's held-out probabilities of every photo (``held_out``: name → {"map", "nomap"}).
+    ``extra`` records (``--train-also``) are trained on too."""
     from datetime import date
 
     records = [*on, *off]
-    ranker = fit_ranker([*records, *synth], name="ranker")
-    scores = crossfit_scores(records, synth, N_INNER, seed)
-    x, y, w, _ = keep_rows(records, scores)
+    trained = [*records, *extra]
+    ranker = fit_ranker([*trained, *synth], name="ranker")
+    scores = crossfit_scores(trained, synth, N_INNER, seed)
+    x, y, w, _ = keep_rows(trained, scores)
     model = fit_keep(x, y, w, kind)
     probabilities = [held_out[r.name]["map" if r.map_on else "nomap"] for r in records]
     thresholds, report = choose_thresholds(records, probabilities)
@@ -327,6 +365,7 @@ def fit_final(on, off, synth, kind: str, seed: int, out: Path, args: dict, held_
         "sets": sorted({r.set_name for r in on}),
         "synthetic_scenes": len(synth) // 2,
         "segments": int(len(y)),
+        "map_versions": 2 if extra else 1,
         "kind": kind,
         "detector": "yolov8n-seg int8 ONNX at 320 px; map: ISNet (isnet_medium.onnx, 1024 px)",
         "args": {k: v for k, v in args.items() if isinstance(v, (str, int, float)) or v is None},
