@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ STAGES = (
 )  # fmt: skip
 
 
+# the shipped models (pipeline/models/) that have a twin trained on the int8 map's output
+INT8_TWINS = {"ranker": "ranker_int8", "keep": "keep_int8"}
+
+
 class Remover:
     """Runs detect → segment → saliency → features → rank → fusion → select → refine on one
     image at a time and returns complete ``Layers``.
@@ -83,6 +88,7 @@ class Remover:
         self._fusion = fusion
         self._selector = selector
         self._refiner = refiner
+        self._map_choice: tuple[Path, bool] | None = None  # see _map_file
         # ``run`` may be called from several threads at once (a pipelined batch,
         # pipeline.batch.local): the stages that keep state across a call run one image at a
         # time (Ultralytics' predictor, SAM's image embedding, pymatting's numba kernels, whose
@@ -138,25 +144,50 @@ class Remover:
     @property
     def saliency(self) -> SaliencyModel | None:
         """None with ``saliency.model = "none"``: no salient-object map."""
-        cfg = self.config.saliency
-        if self._saliency is None and cfg.model == "isnet":
+        if self._saliency is None and self.config.saliency.model == "isnet":
             from pipeline.stages.saliency import IsnetSaliency
+
+            path, _ = self._map_file()
+            self._saliency = IsnetSaliency(path, self.config.saliency.input_px, self._threads)
+        return self._saliency
+
+    def _map_file(self) -> tuple[Path, bool]:
+        """(the ISNet file the map runs, whether it is the int8 one), found once:
+        ``saliency.precision`` int8 needs the built file, auto takes it where it is built or
+        its ranges ship (``pipeline.stages.isnet_int8.auto_int8``), fp32 the weights file."""
+        if self._map_choice is None:
             from pipeline.weights import resolve
 
+            cfg = self.config.saliency
             path = resolve(cfg.weights)
+            int8 = None
             if cfg.precision == "int8":
                 from pipeline.stages.isnet_int8 import built_int8
 
-                path = built_int8(path, cfg.weights)
-            self._saliency = IsnetSaliency(path, cfg.input_px, self._threads)
-        return self._saliency
+                int8 = built_int8(path, cfg.weights)
+            elif cfg.precision == "auto":
+                from pipeline.stages.isnet_int8 import auto_int8
+
+                int8 = auto_int8(path)
+            self._map_choice = (int8, True) if int8 is not None else (path, False)
+        return self._map_choice
+
+    def _shipped_model(self, name: str) -> str:
+        """``name`` (``rank.model`` / ``select.model``), or its twin trained on int8 maps when
+        the map runs in int8 and ``name`` is a shipped model that has one (``ranker`` →
+        ``ranker_int8``, ``keep`` → ``keep_int8``): the decision reads the map it was
+        trained on. A path or any other name is used as given."""
+        if name not in INT8_TWINS or self.config.saliency.model != "isnet":
+            return name
+        return INT8_TWINS[name] if self._map_file()[1] else name
 
     @property
     def ranker(self) -> Ranker:
         if self._ranker is None:
             from pipeline.stages.rank import build_ranker
 
-            self._ranker = build_ranker(self.config.rank)
+            rank = self.config.rank
+            self._ranker = build_ranker(replace(rank, model=self._shipped_model(rank.model)))
         return self._ranker
 
     @property
@@ -165,7 +196,7 @@ class Remover:
         if self._fusion is None and self.config.select.method == "learned":
             from pipeline.stages.fusion import build_fusion
 
-            self._fusion = build_fusion(self.config.select.model)
+            self._fusion = build_fusion(self._shipped_model(self.config.select.model))
         return self._fusion
 
     @property

@@ -40,8 +40,9 @@ MODELS_DIR = files("pipeline") / "models"
 # The choices of each choice key, declared once; the stages take their name tables from these.
 SegmentModel = Literal["none", "mobile_sam", "sam_vit_b", "sam_vit_l", "sam_vit_h"]
 SaliencyModelName = Literal["none", "isnet"]
-# int8: the file `layercut weights quantize` built from saliency.weights (stages/isnet_int8.py)
-SaliencyPrecision = Literal["fp32", "int8"]
+# int8: the file `layercut weights quantize` built from saliency.weights (stages/isnet_int8.py);
+# auto: int8 where it is built or its ranges ship for the weights file (built once), else fp32
+SaliencyPrecision = Literal["fp32", "int8", "auto"]
 KeepName = Literal["main", "all", "interacting"]  # pipeline.types.KeepMode's values
 # learned: the keep decision over segments (pipeline.stages.fusion) decides --keep main;
 # rules: the hand-set rules of pipeline.stages.select (a baseline)

@@ -20,6 +20,7 @@ from pipeline.api import Remover
 from pipeline.config import Config, load_config
 from pipeline.stages.isnet_int8 import (
     RANGES_PATH,
+    auto_int8,
     built_int8,
     input_convs,
     int8_path,
@@ -127,8 +128,52 @@ def test_missing_int8_file_names_the_command_that_builds_it(tmp_path):
 
 def test_precision_is_a_checked_choice():
     assert Config().saliency.precision == "fp32"
-    with pytest.raises(ValueError, match="saliency.precision must be one of fp32, int8"):
+    assert load_config("cpu").saliency.precision == "auto"
+    with pytest.raises(ValueError, match="saliency.precision must be one of fp32, int8, auto"):
         load_config(None, ["saliency.precision=int4"])
+
+
+def test_auto_precision_keeps_float32_for_a_file_without_shipped_ranges(tmp_path, cache):
+    source = tiny_isnet(tmp_path / "tiny.onnx")
+    assert auto_int8(source) is None
+    assert not int8_path(source).exists()  # nothing built, nothing half-written
+    image = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    config = load_config(
+        None,
+        [
+            "saliency.model=isnet",
+            f"saliency.weights={source}",
+            "saliency.precision=auto",
+            f"saliency.input_px={SIDE_PX}",
+        ],
+    )
+    from pipeline.stages.saliency import IsnetSaliency
+
+    expected = IsnetSaliency(source, input_px=SIDE_PX, threads=1).predict(image)
+    assert np.array_equal(Remover(config).saliency.predict(image), expected)
+
+
+def test_auto_precision_uses_the_int8_file_once_it_is_built(tmp_path, cache):
+    pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    from pipeline.stages.saliency import IsnetSaliency
+
+    source = tiny_isnet(tmp_path / "tiny.onnx")
+    built = quantize(source, sorted(photos(tmp_path / "calib").iterdir()))
+    assert auto_int8(source) == built
+    config = load_config(
+        None,
+        [
+            "saliency.model=isnet",
+            f"saliency.weights={source}",
+            "saliency.precision=auto",
+            f"saliency.input_px={SIDE_PX}",
+        ],
+    )
+    image = np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    int8_map = IsnetSaliency(built, input_px=SIDE_PX, threads=1).predict(image)
+    fp32_map = IsnetSaliency(source, input_px=SIDE_PX, threads=1).predict(image)
+    assert not np.array_equal(int8_map, fp32_map)  # the two files are told apart
+    assert np.array_equal(Remover(config).saliency.predict(image), int8_map)
 
 
 def test_shipped_ranges_belong_to_one_file_and_are_ordered():
@@ -191,3 +236,23 @@ def test_calibration_without_a_readable_photo_is_one_error_line(tmp_path):
     message = err.getvalue()
     assert message.startswith("layercut weights: ") and message.count("\n") == 1
     assert "none of the 1 calibration photos could be read" in message
+
+
+def test_auto_precision_builds_the_int8_file_of_the_export_whose_ranges_ship(tmp_path, cache):
+    """The real isnet_medium.onnx (../shared/weights): built once from the shipped ranges, then
+    found without rebuilding; a copy with one byte changed is not that export."""
+    pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    from tests.checkpoints import shared_weights_dir
+
+    real = shared_weights_dir() / "isnet_medium.onnx"
+    if not real.is_file():
+        pytest.skip(f"needs the real ISNet export at {real} (../shared absent)")
+    built = auto_int8(real)
+    assert built == int8_path(real) and built.is_file()
+    mtime_ns = built.stat().st_mtime_ns
+    assert auto_int8(real) == built and built.stat().st_mtime_ns == mtime_ns
+    altered = tmp_path / "isnet_medium.onnx"
+    data = bytearray(real.read_bytes())
+    data[-1] ^= 1
+    altered.write_bytes(bytes(data))  # same size, another sha256
+    assert auto_int8(altered) is None and not int8_path(altered).exists()

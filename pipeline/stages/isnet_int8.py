@@ -44,7 +44,7 @@ from pipeline.weights import WeightsError, derived_path
 
 RANGES_PATH = files("pipeline") / "models" / "isnet_int8_ranges.json"
 INT8_FOLDER = "int8"
-QUANTIZE_HINT = "pip install onnx (the layercut[quantize] extra)"
+QUANTIZE_HINT = "pip install onnx (a dependency of layercut, missing here)"
 # share of each tensor's values inside its range (0.005 % cut on each side); plain min/max
 # ranges lose up to 0.02 IoU of the map on the DAVIS sets (README, "Speed")
 PERCENTILE = 99.99
@@ -65,6 +65,23 @@ def built_int8(source: Path, weights: str) -> Path:
             f"`layercut weights quantize {weights}` once, or set saliency.precision=fp32"
         )
     return path
+
+
+def auto_int8(source: Path) -> Path | None:
+    """``saliency.precision = "auto"``: the int8 file of ``source`` when one is built, else
+    built now (about 5 s, once) when ranges ship for this export, else None (the map runs in
+    float32). Whether ranges ship is decided by the file's size, then its sha256, so another
+    export costs one ``stat`` per start, not a hash."""
+    path = int8_path(source)
+    if path.is_file():
+        return path
+    data = json.loads(RANGES_PATH.read_text(encoding="utf-8"))
+    if Path(source).stat().st_size != data.get("source_bytes"):
+        return None
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    if digest != data.get("source_sha256"):
+        return None
+    return quantize(source)
 
 
 def shipped_ranges(source_sha256: str) -> dict[str, tuple[float, float]] | None:
