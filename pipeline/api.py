@@ -89,6 +89,7 @@ class Remover:
         self._selector = selector
         self._refiner = refiner
         self._map_choice: tuple[Path, bool] | None = None  # see _map_file
+        self._map_given = saliency is not None  # an injected map: no file, no int8 twins
         # ``run`` may be called from several threads at once (a pipelined batch,
         # pipeline.batch.local): the stages that keep state across a call run one image at a
         # time (Ultralytics' predictor, SAM's image embedding, pymatting's numba kernels, whose
@@ -176,8 +177,9 @@ class Remover:
         """``name`` (``rank.model`` / ``select.model``), or its twin trained on int8 maps when
         the map runs in int8 and ``name`` is a shipped model that has one (``ranker`` →
         ``ranker_int8``, ``keep`` → ``keep_int8``): the decision reads the map it was
-        trained on. A path or any other name is used as given."""
-        if name not in INT8_TWINS or self.config.saliency.model != "isnet":
+        trained on. A path or any other name, or a map stage given to the constructor, keeps
+        ``name`` as it is."""
+        if name not in INT8_TWINS or self.config.saliency.model != "isnet" or self._map_given:
             return name
         return INT8_TWINS[name] if self._map_file()[1] else name
 

@@ -256,3 +256,45 @@ def test_auto_precision_builds_the_int8_file_of_the_export_whose_ranges_ship(tmp
     data[-1] ^= 1
     altered.write_bytes(bytes(data))  # same size, another sha256
     assert auto_int8(altered) is None and not int8_path(altered).exists()
+
+
+def test_the_shipped_models_follow_the_precision_the_map_runs_at(tmp_path, cache):
+    """int8 map → the ranker and keep model trained on int8 maps; fp32 map or no map → the
+    float32 ones; a model named by path is used as given."""
+    pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    source = tiny_isnet(tmp_path / "tiny.onnx")
+    base = ["saliency.model=isnet", f"saliency.weights={source}", f"saliency.input_px={SIDE_PX}"]
+
+    def names(*overrides):
+        remover = Remover(load_config("cpu", [*base, *overrides]))
+        return remover.ranker.name, remover.fusion.name
+
+    assert names("saliency.precision=auto") == ("ranker", "keep")  # no int8 file: fp32
+    assert names("saliency.precision=fp32") == ("ranker", "keep")
+    quantize(source, sorted(photos(tmp_path / "calib").iterdir()))
+    assert names("saliency.precision=auto") == ("ranker_int8", "keep_int8")
+    assert names("saliency.precision=int8") == ("ranker_int8", "keep_int8")
+    assert names("saliency.precision=fp32") == ("ranker", "keep")
+    assert names("saliency.model=none", "saliency.precision=auto") == ("ranker", "keep")
+    from pipeline.config import MODELS_DIR
+
+    own = tmp_path / "my_ranker.json"
+    own.write_text((MODELS_DIR / "ranker.json").read_text(encoding="utf-8"), encoding="utf-8")
+    assert names("saliency.precision=auto", f"rank.model={own}")[0] == "ranker"
+
+
+def test_auto_precision_falls_back_to_float32_in_one_line_when_the_cache_is_not_writable(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("onnx", reason="quantising needs the onnx package")
+    from tests.checkpoints import shared_weights_dir
+
+    real = shared_weights_dir() / "isnet_medium.onnx"
+    if not real.is_file():
+        pytest.skip(f"needs the real ISNet export at {real} (../shared absent)")
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert auto_int8(real) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(real) in err and "runs in float32" in err

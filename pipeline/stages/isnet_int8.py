@@ -1,10 +1,14 @@
 """Int8 ISNet: a static per-channel QDQ quantisation of an ISNet export, built once into the
-weights cache (``layercut weights quantize``) and read with ``saliency.precision = "int8"``.
+weights cache (``layercut weights quantize``, or on first use by ``saliency.precision = "auto"``,
+the ``cpu`` preset's, where ranges ship for the file: ``auto_int8``) and read with
+``saliency.precision = "int8"`` or ``"auto"``.
 
 On a CPU with int8 dot products (VNNI) onnxruntime runs the quantised 1024² pass about three
 times faster than the float32 one. The map alone stays within 0.005 IoU of the float32 map's
-on every evaluation set, but the keep decision flips on a few DAVIS photos, so it is not the
-default (README, "Speed", has the times and the per-set IoU of both).
+on every evaluation set; the keep decision trained on float32 maps flips on a few DAVIS photos
+with it, so the int8 map is read by a ranker and keep model trained on int8 maps
+(``pipeline.api.INT8_TWINS``), which cross-validate within the noise of the float32 pair
+(README, "Speed", has the times and the per-set IoU of both).
 
 How the file is built (``quantize``): the export rewritten for the CPU as the float32 path loads
 it (``pipeline.stages.onnx_fp32.for_cpu``: float16 widened, only the map's output kept), run
@@ -70,8 +74,9 @@ def built_int8(source: Path, weights: str) -> Path:
 def auto_int8(source: Path) -> Path | None:
     """``saliency.precision = "auto"``: the int8 file of ``source`` when one is built, else
     built now (about 5 s, once) when ranges ship for this export, else None (the map runs in
-    float32). Whether ranges ship is decided by the file's size, then its sha256, so another
-    export costs one ``stat`` per start, not a hash."""
+    float32; also, with one line on stderr, when the cache cannot be written). Whether ranges
+    ship is decided by the file's size, then its sha256, so another export costs one ``stat``
+    per start, not a hash."""
     path = int8_path(source)
     if path.is_file():
         return path
@@ -81,7 +86,16 @@ def auto_int8(source: Path) -> Path | None:
     digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
     if digest != data.get("source_sha256"):
         return None
-    return quantize(source)
+    try:
+        return quantize(source)
+    except OSError as exc:  # a cache that cannot be written: the float32 map, said in one line
+        reason = " ".join(str(exc).split())
+        print(
+            f"layercut: the int8 map of {source} could not be built in the cache ({reason}); "
+            "the map runs in float32",
+            file=sys.stderr,
+        )
+        return None
 
 
 def shipped_ranges(source_sha256: str) -> dict[str, tuple[float, float]] | None:
