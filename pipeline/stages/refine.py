@@ -176,9 +176,10 @@ def solve_alpha(
 ) -> np.ndarray:
     """Alpha for an ``h×w×3 uint8`` image and an ``h×w float64`` trimap (0/0.5/1).
 
-    ``estimator``: ``"shared"`` (pymatting's ``estimate_alpha_sm``, Gastal & Oliveira's shared
-    sampling: colour samples gathered along rays into the known regions, known regions first
-    grown by ``expansion_px`` into pixels of near-identical colour) or ``"closed_form"``
+    ``estimator``: ``"shared"`` (pymatting's ``estimate_alpha_sm`` as
+    ``pipeline.stages.shared_matting`` runs it, Gastal & Oliveira's shared sampling: colour
+    samples gathered along rays into the known regions, known regions first grown by
+    ``expansion_px`` into pixels of near-identical colour) or ``"closed_form"``
     (``estimate_alpha_cf``, Levin et al.). Returns ``h×w float64`` in [0, 1]. Without unknown
     pixels there is nothing to solve, and without both known foreground and known background
     the problem is undetermined: ``fallback`` (``h×w`` in [0, 1], the mask itself) is returned
@@ -192,8 +193,8 @@ def solve_alpha(
     if not unknown.any() or not known_fg.any() or not known_bg.any():
         return fallback.astype(np.float64)
     pixels = image.astype(np.float64) / 255.0
-    if estimator == "shared":
-        from pymatting import estimate_alpha_sm
+    if estimator == "shared":  # pymatting's shared sampling, one step made faster, same alpha
+        from pipeline.stages.shared_matting import estimate_alpha_sm
 
         alpha = estimate_alpha_sm(pixels, trimap, trimap_expansion_radius=max(0, expansion_px))
     else:
