@@ -133,20 +133,18 @@ def test_precision_is_a_checked_choice():
         load_config(None, ["saliency.precision=int4"])
 
 
+def auto_config(source) -> Config:
+    """The map of ``source`` at ``saliency.precision = "auto"``, at the tiny model's input."""
+    overrides = [f"saliency.weights={source}", f"saliency.input_px={SIDE_PX}"]
+    return load_config(None, ["saliency.model=isnet", "saliency.precision=auto", *overrides])
+
+
 def test_auto_precision_keeps_float32_for_a_file_without_shipped_ranges(tmp_path, cache):
     source = tiny_isnet(tmp_path / "tiny.onnx")
     assert auto_int8(source) is None
     assert not int8_path(source).exists()  # nothing built, nothing half-written
     image = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    config = load_config(
-        None,
-        [
-            "saliency.model=isnet",
-            f"saliency.weights={source}",
-            "saliency.precision=auto",
-            f"saliency.input_px={SIDE_PX}",
-        ],
-    )
+    config = auto_config(source)
     from pipeline.stages.saliency import IsnetSaliency
 
     expected = IsnetSaliency(source, input_px=SIDE_PX, threads=1).predict(image)
@@ -160,15 +158,7 @@ def test_auto_precision_uses_the_int8_file_once_it_is_built(tmp_path, cache):
     source = tiny_isnet(tmp_path / "tiny.onnx")
     built = quantize(source, sorted(photos(tmp_path / "calib").iterdir()))
     assert auto_int8(source) == built
-    config = load_config(
-        None,
-        [
-            "saliency.model=isnet",
-            f"saliency.weights={source}",
-            "saliency.precision=auto",
-            f"saliency.input_px={SIDE_PX}",
-        ],
-    )
+    config = auto_config(source)
     image = np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     int8_map = IsnetSaliency(built, input_px=SIDE_PX, threads=1).predict(image)
     fp32_map = IsnetSaliency(source, input_px=SIDE_PX, threads=1).predict(image)
