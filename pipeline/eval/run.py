@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 
@@ -295,11 +295,14 @@ def evaluate(
     remover: RemoverLike,
     out_dir: str | Path,
     options: EvalOptions | None = None,
-    log: TextIO | None = sys.stderr,
+    log: TextIO | None | Literal["stderr"] = "stderr",
 ) -> dict[str, Any]:
-    """Evaluate every item of ``dataset``; write report.json and report.html into ``out_dir``."""
+    """Evaluate every item of ``dataset``; write report.json and report.html into ``out_dir``.
+    A progress line per item goes to ``log``: ``"stderr"`` (the stream current at the call,
+    not the one at import, which a test harness may have closed since), a stream, or None."""
     from pipeline.eval.report_html import write_report_html
 
+    log = sys.stderr if log == "stderr" else log
     opts = options or EvalOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
