@@ -37,7 +37,7 @@ from pipeline.protocols import (
     Selector,
 )
 from pipeline.stages.dedupe import merge_duplicates
-from pipeline.types import Instance, KeepMode, check_image, check_saliency
+from pipeline.types import Instance, KeepMode, Selection, check_image, check_saliency
 
 # ``around_stage(name)`` returns a context manager entered around one stage (tools/benchmark.py
 # meters time and memory with it)
@@ -301,6 +301,8 @@ class Remover:
         select_fn = partial(
             self.selector.select, saliency=saliency_map if proposals is None else None
         )
+        if proposals is None:  # a kept detection below detect.conf is said (the rescue)
+            select_fn = partial(_noting_rescued, select_fn, self.config.detect.conf)
         with stage("select"):
             selection = select_fn(ranked, mode)
         refine = partial(_one_at_a_time, self._one_at_a_time["refine"], self.refiner.refine)
@@ -354,3 +356,11 @@ def _one_at_a_time(lock: threading.Lock, fn: Callable[..., Any], *args: Any) -> 
     """``fn(*args)`` holding ``lock``."""
     with lock:
         return fn(*args)
+
+
+def _noting_rescued(select_fn, conf: float, ranked, mode) -> Selection:
+    """``select_fn(ranked, mode)`` with a kept low-confidence detection said in its fallback
+    (``pipeline.stages.select_learned.note_rescued``)."""
+    from pipeline.stages.select_learned import note_rescued
+
+    return note_rescued(ranked, select_fn(ranked, mode), conf)

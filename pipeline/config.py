@@ -67,6 +67,10 @@ class DetectConfig(Section):
     section: ClassVar[str] = "detect"
     weights: str = "yolo11n-seg"  # manifest name or a local checkpoint path (.pt or .onnx)
     conf: float = num(0.25, *SHARE)  # minimum detector confidence
+    # when nothing reaches conf, the most confident detection at or above this is proposed
+    # (said in the result's fallback): a photo the detector is unsure of is not left empty;
+    # ≥ conf turns it off. Chosen on the synthetic training scenes (README "Sensitivity").
+    rescue_conf: float = num(0.01, *SHARE)
     iou: float = num(0.7, *SHARE)  # NMS IoU threshold
     imgsz: int = num(640, 32)  # network input side in pixels (320 for the int8 ONNX here)
     max_det: int = num(30, 1)  # at most this many instances

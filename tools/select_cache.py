@@ -57,13 +57,16 @@ def cache_file(cache_dir: Path, item: EvalItem) -> Path:
     return Path(cache_dir) / f"{safe}.npz"
 
 
-def item_key(item: EvalItem, detect_weights: str, imgsz: int, saliency_weights: str) -> dict:
+def item_key(
+    item: EvalItem, detect_weights: str, imgsz: int, saliency_weights: str, rescue_conf: float
+) -> dict:
     """Provenance of one entry: the image's sha256 and what the stages were."""
     digest = hashlib.sha256(Path(item.image).read_bytes()).hexdigest()
     return {
         "image_sha256": digest,
         "detect_weights": Path(detect_weights).name,
         "imgsz": int(imgsz),
+        "rescue_conf": float(rescue_conf),
         "saliency_weights": Path(saliency_weights).name if saliency_weights != "none" else "none",
     }
 
@@ -135,9 +138,8 @@ def build(
     from pipeline.stages.detect import YoloDetector
 
     items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
-    detector = YoloDetector(
-        Path(detect_weights), DetectConfig(weights=detect_weights, imgsz=imgsz), "cpu", threads
-    )
+    detect_config = DetectConfig(weights=detect_weights, imgsz=imgsz)  # the product's rescue
+    detector = YoloDetector(Path(detect_weights), detect_config, "cpu", threads)
     saliency_model = None
     if saliency_weights != "none":
         from pipeline.stages.saliency import IsnetSaliency
@@ -146,7 +148,7 @@ def build(
     written = 0
     for index, item in enumerate(items, 1):
         path = cache_file(Path(out_dir), item)
-        key = item_key(item, detect_weights, imgsz, saliency_weights)
+        key = item_key(item, detect_weights, imgsz, saliency_weights, detect_config.rescue_conf)
         if path.is_file():
             try:
                 if load_entry(path).key == key:

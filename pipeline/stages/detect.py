@@ -32,6 +32,8 @@ def check_detect_config(config: DetectConfig) -> DetectConfig:
     """Return ``config`` if its values are usable, else raise ``ValueError`` naming the key."""
     if not 0.0 <= config.conf <= 1.0:
         raise ValueError(f"detect.conf must be in [0, 1], got {config.conf}")
+    if not 0.0 <= config.rescue_conf <= 1.0:
+        raise ValueError(f"detect.rescue_conf must be in [0, 1], got {config.rescue_conf}")
     if not 0.0 < config.iou <= 1.0:
         raise ValueError(f"detect.iou must be in (0, 1], got {config.iou}")
     if config.imgsz < 32:
@@ -186,14 +188,24 @@ class YoloDetector:
             float32`` in original pixels, ``mask`` ``H×W bool`` at full resolution, ``label``
             from the model's names. Instances with ``det_score < conf`` or mask area below
             ``min_area_frac`` of the image are dropped; at most ``max_det`` are returned.
+            When none is left, the network runs again at ``rescue_conf`` and the most confident
+            instance found at or above it is returned alone (the best candidate rather than
+            nothing; its ``det_score`` below ``conf`` says so downstream).
         """
         check_image(image)
+        instances = self._detect_at(image, self.config.conf)
+        if not instances and self.config.rescue_conf < self.config.conf:
+            instances = self._detect_at(image, self.config.rescue_conf)[:1]
+        return instances
+
+    def _detect_at(self, image: np.ndarray, conf: float) -> list[Instance]:
+        """``detect`` with ``conf`` as the minimum confidence."""
         height, width = image.shape[:2]
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics reads numpy arrays as BGR
         try:
             results = self.model.predict(
                 bgr,
-                conf=self.config.conf,
+                conf=conf,
                 iou=self.config.iou,
                 imgsz=self.imgsz,
                 max_det=self.config.max_det,
@@ -216,9 +228,8 @@ class YoloDetector:
         boxes = result.boxes.xyxy.cpu().numpy().astype(np.float32)
         scores = result.boxes.conf.cpu().numpy().astype(np.float64)
         classes = result.boxes.cls.cpu().numpy().astype(np.int64)
-        return instances_from(
-            boxes, scores, classes, (masks > 0.5).cpu().numpy(), result.names, self.config
-        )
+        masks_hw = (masks > 0.5).cpu().numpy()
+        return instances_from(boxes, scores, classes, masks_hw, result.names, self.config, conf)
 
 
 def instances_from(
@@ -228,22 +239,25 @@ def instances_from(
     masks: np.ndarray,
     names: dict[int, str],
     config: DetectConfig,
+    conf: float | None = None,
 ) -> list[Instance]:
     """Detections → ``Instance``s sorted by ``det_score`` descending with ids ``0..N-1``.
 
     ``boxes`` ``(N, 4)`` xyxy in photo pixels, ``scores`` ``(N,)``, ``classes`` ``(N,)`` int,
-    ``masks`` ``(N, H, W) bool`` at the photo's size. Detections with ``score < conf``, an empty
+    ``masks`` ``(N, H, W) bool`` at the photo's size. Detections with ``score < conf`` (default
+    ``config.conf``; the rescue passes ``config.rescue_conf``), an empty
     mask or a mask area below ``min_area_frac`` of the image are dropped; at most ``max_det``
     are returned. The one rule for every detector backend (``YoloDetector``,
     ``pipeline.stages.onnx_seg.OnnxSegDetector``)."""
     height, width = masks.shape[1:]
     areas_px = masks.sum(axis=(1, 2))
     min_area_px = config.min_area_frac * height * width
+    conf = config.conf if conf is None else conf
     instances: list[Instance] = []
     for index in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
         if len(instances) == config.max_det:
             break
-        if scores[index] < config.conf or areas_px[index] < min_area_px:
+        if scores[index] < conf or areas_px[index] < min_area_px:
             continue
         if areas_px[index] == 0:
             continue  # an empty mask is no instance, even with min_area_frac = 0

@@ -17,6 +17,11 @@ so both paths give the same instances (``tests/test_onnx_seg.py`` compares them)
 4. boxes back to the photo (padding removed, divided by the gain, clipped); masks: coefficients
    × prototypes, the padding cropped, logits resized bilinearly to the photo, ``> 0``, zero
    outside the box; instances whose mask is empty are dropped.
+
+When no instance is left, steps 3–4 run again on the same network output with
+``rescue_conf`` instead of ``conf`` (``DetectConfig.rescue_conf``; Ultralytics' path runs the
+network again) and the most confident instance is kept: the photo gets the detector's best
+guess rather than nothing.
 """
 
 from __future__ import annotations
@@ -167,20 +172,32 @@ class OnnxSegDetector:
         """Class index → class name from the export's metadata."""
         return dict(self._names)
 
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+    def predict(self, image: np.ndarray, conf: float | None = None) -> tuple[np.ndarray, ...]:
         """``(boxes (N, 4) float32 xyxy in photo pixels, scores (N,), classes (N,) int64, masks
-        (N, H, W) bool)`` after NMS, highest score first, empty masks dropped."""
+        (N, H, W) bool)`` after NMS, highest score first, empty masks dropped; candidates above
+        ``conf`` (default ``config.conf``)."""
         check_image(image)
-        height, width = image.shape[:2]
+        return self._decode(self._forward(image), image.shape[:2], conf)
+
+    def _forward(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's ``(rows (anchors, 4 + classes + coefficients), protos)``."""
         padded, _ = letterbox(image, self.imgsz)
         batch = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
         output0, protos = self.session.run(None, {self.input_name: batch})[:2]
-        rows = output0[0].T  # (anchors, 4 + classes + coefficients)
+        return output0[0].T, protos
+
+    def _decode(
+        self, raw: tuple[np.ndarray, np.ndarray], hw: tuple[int, int], conf: float | None
+    ) -> tuple[np.ndarray, ...]:
+        """``predict``'s result from the network's raw output (``_forward``)."""
+        rows, protos = raw
+        height, width = hw
+        conf = self.config.conf if conf is None else conf
         n_coeff = protos.shape[1]
         n_classes = rows.shape[1] - 4 - n_coeff
         class_scores = rows[:, 4 : 4 + n_classes]
         scores = class_scores.max(axis=1)
-        candidates = np.flatnonzero(scores > self.config.conf)
+        candidates = np.flatnonzero(scores > conf)
         if len(candidates) > MAX_NMS:
             candidates = candidates[np.argsort(-scores[candidates], kind="stable")[:MAX_NMS]]
         rows, scores = rows[candidates], scores[candidates]
@@ -201,11 +218,20 @@ class OnnxSegDetector:
         )
 
     def detect(self, image: np.ndarray):
-        """Instances found in ``image``, as ``YoloDetector.detect`` returns them."""
+        """Instances found in ``image``, as ``YoloDetector.detect`` returns them: when none
+        reaches ``conf``, the most confident one at or above ``rescue_conf`` (decoded from the
+        same pass)."""
         from pipeline.stages.detect import instances_from
 
-        boxes, scores, classes, masks = self.predict(image)
-        return instances_from(boxes, scores, classes, masks, self._names, self.config)
+        check_image(image)
+        raw = self._forward(image)
+        hw = image.shape[:2]
+        instances = instances_from(*self._decode(raw, hw, None), self._names, self.config)
+        rescue_conf = self.config.rescue_conf
+        if not instances and rescue_conf < self.config.conf:
+            found = self._decode(raw, hw, rescue_conf)
+            instances = instances_from(*found, self._names, self.config, rescue_conf)[:1]
+        return instances
 
 
 def _to_photo(boxes: np.ndarray, side: int, hw: tuple[int, int]) -> np.ndarray:

@@ -107,3 +107,24 @@ def never_empty(instances: Sequence[Instance], mode: KeepMode, selection: Select
     decisions = list(selection.decisions)
     decisions[best] = Decision(Role.MAIN, f"never empty: {fallback}")
     return Selection(tuple(decisions), selection.ambiguity, selection.alternatives, fallback)
+
+
+def note_rescued(instances: Sequence[Instance], selection: Selection, conf: float) -> Selection:
+    """``selection``, with ``fallback`` saying so when it keeps a detection below ``conf``
+    (``detect.conf``): the detector found nothing that sure and proposed its best guess above
+    ``detect.rescue_conf`` instead (``pipeline.stages.detect``), so the user is told the
+    cut-out rests on an unsure detection, as for any other fallback."""
+    rescued = [
+        inst
+        for inst, decision in zip(instances, selection.decisions, strict=True)
+        if decision.role.kept and inst.source == "detector" and inst.det_score < conf
+    ]
+    if not rescued:
+        return selection
+    best = max(rescued, key=lambda inst: inst.det_score)
+    note = (
+        f"no detection reached detect.conf {conf:g}; kept the detector's best guess "
+        f"({best.label}, confidence {best.det_score:.2f})"
+    )
+    fallback = "; ".join(text for text in (selection.fallback, note) if text)
+    return dataclasses.replace(selection, fallback=fallback)
