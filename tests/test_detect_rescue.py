@@ -8,6 +8,8 @@ it finds nothing at the default 0.25 (a stone), through both detector backends a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +127,28 @@ def test_a_remover_without_the_map_cuts_out_the_rescued_detection_and_says_so():
     off = Remover.from_config("cpu", overrides=(*overrides, "detect.rescue_conf=0.25"))
     empty = off.run(image)
     assert len(empty) == 0 and "detect.conf" not in empty.fallback
+
+
+@needs_real
+def test_the_evaluation_counts_the_rescued_photo_as_a_fallback_not_an_empty(tmp_path):
+    from pipeline.api import Remover
+    from pipeline.eval.run import EvalOptions, evaluate
+
+    doc = json.loads((EVAL / "manifest.json").read_text())
+    (item,) = [it for it in doc["items"] if it["name"] == "grabcut-stone1"]
+    item["files"] = {key: str(EVAL / rel) for key, rel in item["files"].items()}
+    doc["items"] = [item]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(doc))
+    overrides = (f"detect.weights={SEG}", "detect.imgsz=320", "refine.method=none",
+                 "saliency.model=none")  # fmt: skip
+    runs = {}
+    for rescue in ("0.01", "0.25"):
+        remover = Remover.from_config("cpu", overrides=(*overrides, f"detect.rescue_conf={rescue}"))
+        runs[rescue] = evaluate(manifest, remover, tmp_path / rescue, EvalOptions("detector"),
+                                log=None)  # fmt: skip
+    rescued, off = runs["0.01"], runs["0.25"]
+    assert rescued["overall"]["n_fallback"] == 1 and rescued["overall"]["n_empty"] == 0
+    assert "no detection reached detect.conf" in rescued["items"][0]["fallback"]
+    assert rescued["items"][0]["metrics"]["iou"] > 0.5  # the stone (taken for a banana at 0.11)
+    assert off["overall"]["n_fallback"] == 0 and off["overall"]["n_empty"] == 1

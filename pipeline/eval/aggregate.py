@@ -1,7 +1,8 @@
 """Metric names, their direction, and per-subclass / overall aggregation.
 
 An aggregate is a flat mapping: ``n_items``, ``n_ok``, ``n_failed``, ``n_empty`` (results that
-kept nothing where the GT keeps something) and, per metric, the mean
+kept nothing where the GT keeps something), ``n_fallback`` (results the pipeline flagged: the
+best candidate kept rather than nothing, or an unsure detection kept) and, per metric, the mean
 over the items where the metric applies (items without the needed GT report ``null`` and are
 left out, so e.g. ``sad`` of a subclass averages only its items with a GT alpha). A metric that
 applies to none of the items is absent. ``overall`` averages items, not subclass means.
@@ -18,7 +19,7 @@ HEADLINE = ("iou", "boundary_f", "p_at_1", "sa_sor", "sad", "mse", "grad", "conn
 
 HIGHER_IS_BETTER_PREFIXES = ("iou", "boundary_f", "p_at_1", "sa_sor")
 LOWER_IS_BETTER_PREFIXES = ("sad", "mse", "grad", "conn", "seconds")
-COUNT_KEYS = ("n_items", "n_ok", "n_failed", "n_empty")
+COUNT_KEYS = ("n_items", "n_ok", "n_failed", "n_empty", "n_fallback")
 
 
 def higher_is_better(metric: str) -> bool | None:
@@ -50,6 +51,7 @@ def aggregate_items(items: Sequence[Mapping[str, Any]]) -> dict[str, float | int
         "n_failed": sum(1 for it in items if it.get("status") == "failed"),
         # results that kept nothing although the GT keeps something (metric ``empty``)
         "n_empty": sum(1 for it in items if (it.get("metrics") or {}).get("empty") == 1.0),
+        "n_fallback": sum(1 for it in items if it.get("fallback")),
     }
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}

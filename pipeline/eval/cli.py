@@ -63,10 +63,10 @@ def format_table(by_subclass: Mapping[str, Mapping[str, Any]], overall: Mapping[
     """A plain-text per-subclass table of the headline metrics (for the terminal)."""
     rows = [*by_subclass.items(), ("overall", overall)]
     present = [m for m in HEADLINE if any(m in agg for _, agg in rows)]
-    header = ["subclass", "n", "failed", "empty", *present]
+    header = ["subclass", "n", "failed", "empty", "fallback", *present]
     lines = [header]
     for name, agg in rows:
-        counts = (agg.get("n_items", 0), agg.get("n_failed", 0), agg.get("n_empty", 0))
+        counts = [agg.get(k, 0) for k in ("n_items", "n_failed", "n_empty", "n_fallback")]
         cells = [name, *(str(c) for c in counts)]
         for m in present:
             value = agg.get(m)

@@ -267,6 +267,7 @@ def evaluate_item(
             layers = remover.run(gt.image, proposals=proposals)
             record["metrics"] = item_metrics(item, gt, layers)
             record["kept"] = [layer.instance.label for layer in layers if layer.enabled]
+            record["fallback"] = getattr(layers, "fallback", "")  # what the user was warned of
     except Exception as exc:  # one bad item must not stop the run; the error is recorded
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
