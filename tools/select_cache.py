@@ -5,7 +5,8 @@
         --saliency-weights ../shared/weights/isnet_medium.onnx
 
 For every item of the manifest with a selection ground truth (a main-object mask, an instance
-map or an alpha), runs the product's detector (``pipeline.stages.detect.YoloDetector``) and
+map or an alpha), runs the product's detector (``pipeline.stages.detect.YoloDetector``, with
+its rescue at ``detect.rescue_conf`` unless ``--rescue-conf`` says otherwise) and
 salient map (``pipeline.stages.saliency.IsnetSaliency``) on the image exactly as
 ``pipeline.eval`` loads it (``load_ground_truth``) and writes ``OUT/<name>.npz``:
 
@@ -28,7 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,7 @@ def build(
     sets: Sequence[str] = (),
     threads: int = 0,
     log=sys.stderr,
+    rescue_conf: float | None = None,
 ) -> int:
     """Fill the cache for every item with selection GT; returns how many entries were written."""
     from pipeline.config import DetectConfig
@@ -139,6 +141,8 @@ def build(
 
     items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
     detect_config = DetectConfig(weights=detect_weights, imgsz=imgsz)  # the product's rescue
+    if rescue_conf is not None:
+        detect_config = replace(detect_config, rescue_conf=rescue_conf)
     detector = YoloDetector(Path(detect_weights), detect_config, "cpu", threads)
     saliency_model = None
     if saliency_weights != "none":
@@ -181,6 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--saliency-weights", required=True, help="a local ISNet .onnx or none")
     parser.add_argument("--sets", default="", help="comma-separated manifest sets (default all)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--rescue-conf",
+        type=float,
+        default=None,
+        help="the detector's detect.rescue_conf (default the product's; 0.25 = no rescue, the "
+        "instances the shipped keep model was trained on)",
+    )
     args = parser.parse_args(argv)
     sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
     try:
@@ -192,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.saliency_weights,
             sets,
             args.threads,
+            rescue_conf=args.rescue_conf,
         )
     except (ValueError, OSError) as exc:
         print(f"select_cache: {exc}", file=sys.stderr)
