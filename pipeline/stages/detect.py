@@ -193,13 +193,14 @@ class YoloDetector:
             nothing; its ``det_score`` below ``conf`` says so downstream).
         """
         check_image(image)
-        instances = self._detect_at(image, self.config.conf)
+        instances = self._detect_at(image, self.config.conf, self.config.max_det)
         if not instances and self.config.rescue_conf < self.config.conf:
-            instances = self._detect_at(image, self.config.rescue_conf)[:1]
+            # one detection asked for: no full-resolution masks made for guesses not kept
+            instances = self._detect_at(image, self.config.rescue_conf, 1)
         return instances
 
-    def _detect_at(self, image: np.ndarray, conf: float) -> list[Instance]:
-        """``detect`` with ``conf`` as the minimum confidence."""
+    def _detect_at(self, image: np.ndarray, conf: float, max_det: int) -> list[Instance]:
+        """``detect`` with ``conf`` as the minimum confidence and at most ``max_det``."""
         height, width = image.shape[:2]
         bgr = np.ascontiguousarray(image[..., ::-1])  # Ultralytics reads numpy arrays as BGR
         try:
@@ -208,7 +209,7 @@ class YoloDetector:
                 conf=conf,
                 iou=self.config.iou,
                 imgsz=self.imgsz,
-                max_det=self.config.max_det,
+                max_det=max_det,
                 retina_masks=True,  # masks computed at the original resolution
                 device=self.device,
                 verbose=False,

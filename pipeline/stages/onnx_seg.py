@@ -187,9 +187,14 @@ class OnnxSegDetector:
         return output0[0].T, protos
 
     def _decode(
-        self, raw: tuple[np.ndarray, np.ndarray], hw: tuple[int, int], conf: float | None
+        self,
+        raw: tuple[np.ndarray, np.ndarray],
+        hw: tuple[int, int],
+        conf: float | None,
+        max_det: int | None = None,
     ) -> tuple[np.ndarray, ...]:
-        """``predict``'s result from the network's raw output (``_forward``)."""
+        """``predict``'s result from the network's raw output (``_forward``), at most
+        ``max_det`` (default ``config.max_det``) detections."""
         rows, protos = raw
         height, width = hw
         conf = self.config.conf if conf is None else conf
@@ -205,7 +210,7 @@ class OnnxSegDetector:
         centre, size = rows[:, :2], rows[:, 2:4]
         boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
         keep = nms(boxes + classes[:, None] * CLASS_OFFSET_PX, scores, self.config.iou)
-        keep = keep[: self.config.max_det]
+        keep = keep[: self.config.max_det if max_det is None else max_det]
         boxes = _to_photo(boxes[keep], self.imgsz, (height, width))
         coefficients = rows[keep, 4 + n_classes :]
         masks = masks_native(protos[0], coefficients, boxes, (height, width))
@@ -229,8 +234,8 @@ class OnnxSegDetector:
         instances = instances_from(*self._decode(raw, hw, None), self._names, self.config)
         rescue_conf = self.config.rescue_conf
         if not instances and rescue_conf < self.config.conf:
-            found = self._decode(raw, hw, rescue_conf)
-            instances = instances_from(*found, self._names, self.config, rescue_conf)[:1]
+            found = self._decode(raw, hw, rescue_conf, max_det=1)  # no masks for the others
+            instances = instances_from(*found, self._names, self.config, rescue_conf)
         return instances
 
 
