@@ -172,12 +172,11 @@ class OnnxSegDetector:
         """Class index → class name from the export's metadata."""
         return dict(self._names)
 
-    def predict(self, image: np.ndarray, conf: float | None = None) -> tuple[np.ndarray, ...]:
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """``(boxes (N, 4) float32 xyxy in photo pixels, scores (N,), classes (N,) int64, masks
-        (N, H, W) bool)`` after NMS, highest score first, empty masks dropped; candidates above
-        ``conf`` (default ``config.conf``)."""
+        (N, H, W) bool)`` after NMS, highest score first, empty masks dropped."""
         check_image(image)
-        return self._decode(self._forward(image), image.shape[:2], conf)
+        return self._decode(self._forward(image), image.shape[:2], None)
 
     def _forward(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's ``(rows (anchors, 4 + classes + coefficients), protos)``."""
