@@ -16,7 +16,8 @@ from pipeline.stages.fusion_model import KEEP_AT, KeepModel, KeepThresholds, dec
 from pipeline.stages.segments import kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.select_data import Prepared
-from tools.select_policy import choose_thresholds, out_of_fold_probabilities
+from tools.select_policy import choose_thresholds, choose_variant, out_of_fold_probabilities
+from tools.select_train import fit_keep
 
 HW = (40, 60)
 
@@ -176,3 +177,46 @@ def test_out_of_fold_probabilities_never_come_from_a_model_that_saw_the_record()
                                     lambda xs, y, w: Seen(xs))  # fmt: skip
     for i, fold in enumerate(folds):
         assert out[i].tolist() == [3.0 - fold] * 2  # 0 + 1 + 2 minus its own fold
+
+
+def test_the_variant_whose_held_out_probabilities_score_best_is_chosen():
+    a, b = _rect(5, 30, 5, 20), _rect(5, 30, 35, 55)
+    on = [_record("p1", "s1", a, True), _record("p2", "s2", a | b, True)]
+    off = [_record("q1", "s1", a, False), _record("q2", "s2", a | b, False)]
+    records = [*on, *off]
+    # "sure": B added only where it belongs (the oracle, as in the test above); "flat": the
+    # same probability for B in both photos, so no threshold tells them apart
+    sure = [np.array([0.3, 0.8]), np.array([0.3, 0.95]), np.array([0.9, 0.15]),
+            np.array([0.9, 0.25])]  # fmt: skip
+    flat = [np.array([0.3, 0.8]), np.array([0.3, 0.8]), np.array([0.9, 0.2]),
+            np.array([0.9, 0.2])]  # fmt: skip
+    for order in (("flat", "sure"), ("sure", "flat")):
+        probabilities = {"flat": flat, "sure": sure}
+        name, thresholds, report = choose_variant(records, {k: probabilities[k] for k in order})
+        assert name == "sure" and thresholds == KeepThresholds(0.0, 0.9, 0.2)
+        assert report["variant"] == "sure"
+        assert report["variant_criteria"]["sure"] > report["variant_criteria"]["flat"]
+    # a tie keeps the earlier variant (the shipped recipe comes first)
+    assert choose_variant(records, {"first": sure, "second": sure})[0] == "first"
+    with pytest.raises(ValueError, match="no variant"):
+        choose_variant(records, {})
+
+
+def test_keep_variants_fit_the_named_booster_and_refuse_unknown_names():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(FEATURE_NAMES)))
+    y = x[:, 0] + 0.5 * rng.normal(size=400) > 0
+    w = np.ones(400)
+    shipped = fit_keep(x, y, w, "hgb", "lr0.05")
+    half = fit_keep(x, y, w, "hgb", "lr0.025")
+    assert np.array_equal(fit_keep(x, y, w, "hgb").probability(x, FEATURE_NAMES),
+                          shipped.probability(x, FEATURE_NAMES))  # fmt: skip
+    p_shipped = shipped.probability(x, FEATURE_NAMES)
+    p_half = half.probability(x, FEATURE_NAMES)
+    # the half learning rate fits less in as many trees: its probabilities stay nearer 0.5
+    assert np.mean(np.abs(p_half - 0.5)) < np.mean(np.abs(p_shipped - 0.5))
+    assert np.mean((p_half > 0.5) == y) > 0.8
+    with pytest.raises(ValueError, match="unknown keep variant 'lr9'"):
+        fit_keep(x, y, w, "hgb", "lr9")
+    with pytest.raises(ValueError, match="apply to kind 'hgb'"):
+        fit_keep(x, y, w, "linear", "lr0.025")

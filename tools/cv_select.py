@@ -44,12 +44,15 @@ from pipeline.stages.rank import LinearRanker
 from tools.cv_report import SETS, SIMPLE_RULES, table, write_sheet_report
 from tools.select_cache import cache_file, load_entry
 from tools.select_data import Prepared, prepare
+from tools.select_fit import fit_final
 from tools.select_policy import (
-    choose_thresholds,
+    choose_variant,
     out_of_fold_probabilities,
     with_thresholds,
 )
 from tools.select_train import (
+    KEEP_VARIANTS,
+    N_INNER,
     crossfit_scores,
     fit_keep,
     fit_ranker,
@@ -58,8 +61,6 @@ from tools.select_train import (
     scores_of,
     usable_synth,
 )
-
-N_INNER = 4  # inner folds of the cross-fitted ranker scores
 
 
 def load_records(
@@ -177,6 +178,7 @@ def run_cv(
     probabilities: dict | None = None,
     extra: Sequence[Prepared] = (),
     scored: tuple[Sequence[Prepared], Sequence[Prepared]] | None = None,
+    variants: Sequence[str] = (),
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
@@ -188,7 +190,8 @@ def run_cv(
     another precision, ``--train-also``), trained on where their group is not held out.
     ``scored``: ``(map_on, map_off)`` records of the same photos from another stage cache
     (``--score-cache``) to score the held-out photos from instead of ``on``/``off``: models
-    trained on one map, scored on another."""
+    trained on one map, scored on another. ``variants``: ``KEEP_VARIANTS`` names the inner CV
+    chooses between in every fold (default: the shipped recipe, no choice)."""
     score_on, score_off = scored if scored is not None else (on, off)
     fold_of = stratified_folds(on, n_folds, seed)
     results: dict[str, dict[str, float]] = {}
@@ -207,19 +210,22 @@ def run_cv(
         keep_recs = [*train_recs, *usable_synth(synth_det, held)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
         x, y, w, row_record = keep_rows(keep_recs, scores)
-        model = fit_keep(x, y, w, kind)
-        # the thresholds: on inner out-of-fold probabilities of the training photos, the inner
-        # folds being crossfit_scores' (so no inner held-out photo's score saw its pixels)
+        # the thresholds (and the booster variant, with ``variants``): on inner out-of-fold
+        # probabilities of the training photos, the inner folds being crossfit_scores' (so no
+        # inner held-out photo's score saw its pixels)
         inner = group_folds([r.group for r in keep_recs], N_INNER, seed + 1 + k)
-        oof = out_of_fold_probabilities(keep_recs, x, y, w, row_record,
-                                        [inner[r.group] for r in keep_recs],
-                                        lambda *a: fit_keep(*a, kind))  # fmt: skip
         photos = [j for j, r in enumerate(keep_recs) if not r.sources]
-        thresholds, report = choose_thresholds([keep_recs[j] for j in photos],
-                                               [oof[j] for j in photos])  # fmt: skip
-        model = with_thresholds(model, thresholds, report)
+        oof = {v: out_of_fold_probabilities(keep_recs, x, y, w, row_record,
+                                            [inner[r.group] for r in keep_recs],
+                                            lambda *a, v=v: fit_keep(*a, kind, v))
+               for v in (variants or [None])}  # fmt: skip
+        chosen, thresholds, report = choose_variant(
+            [keep_recs[j] for j in photos], {v: [p[j] for j in photos] for v, p in oof.items()}
+        )
+        model = with_thresholds(fit_keep(x, y, w, kind, chosen), thresholds, report)
+        others = {v: fit_keep(x, y, w, kind, v) for v in (variants or []) if v != chosen}
         for i in test:
-            row = {"fold": float(k)}
+            row = {"fold": float(k)} | ({"variant": chosen} if chosen else {})
             kept, probs = {}, {}
             for tag, rec in (("map", score_on[i]), ("nomap", score_off[i])):
                 metrics, kept[tag], probs[tag] = ours(rec, ranker, model)
@@ -228,7 +234,12 @@ def run_cv(
             if regions is not None:
                 regions[on[i].name] = kept
             if probabilities is not None:
-                probabilities[on[i].name] = probs
+                probabilities[on[i].name] = {**probs, "variant": chosen}
+                for v, other in others.items():  # what fit_final chooses the variant from
+                    probabilities[on[i].name][v] = {
+                        tag: ours(rec, ranker, other)[2]
+                        for tag, rec in (("map", score_on[i]), ("nomap", score_off[i]))
+                    }
         if out_dir is not None:
             folder = out_dir / "folds" / str(k)
             folder.mkdir(parents=True, exist_ok=True)
@@ -240,7 +251,7 @@ def run_cv(
             seconds = time.perf_counter() - start
             print(f"fold {k}: {len(test)} held out, {len(train)} train photos, "
                   f"{len(syn)}/{len(synth)} synthetic scenes, {len(y)} segments, "
-                  f"thresholds {thresholds.to_doc()}, {seconds:.0f} s",
+                  f"variant {chosen}, thresholds {thresholds.to_doc()}, {seconds:.0f} s",
                   file=log, flush=True)  # fmt: skip
     return results
 
@@ -271,6 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kind", choices=("hgb", "trees", "linear"), default="hgb")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="comma-separated tools.select_train.KEEP_VARIANTS names the inner CV chooses "
+        f"between in every fold (--kind hgb; known: {','.join(KEEP_VARIANTS)}); default none: "
+        "the shipped recipe",
+    )
     parser.add_argument(
         "--before-ranker",
         default=None,
@@ -318,14 +336,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         regions: dict | None = {} if args.thumbs else None
         held_out: dict = {}
+        variants = tuple(v for v in args.variants.split(",") if v)
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
-                      probabilities=held_out, extra=extra, scored=scored)  # fmt: skip
+                      probabilities=held_out, extra=extra, scored=scored,
+                      variants=variants)  # fmt: skip
         score_on, score_off = scored if scored is not None else (on, off)
         for a, b in zip(score_on, score_off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
         if args.fit_out:
             fit_final(on, off, synth, args.kind, args.seed, Path(args.fit_out), vars(args),
-                      held_out, extra)  # fmt: skip
+                      held_out, extra, variants)  # fmt: skip
     except (ValueError, OSError) as exc:
         print(f"cv_select: {exc}", file=sys.stderr)
         return 2
@@ -338,52 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_sheet_report(out, rows, on, regions, args.manifest)
     print(text)
     return 0
-
-
-def fit_final(
-    on, off, synth, kind: str, seed: int, out: Path, args: dict, held_out: dict, extra=()
-) -> None:
-    """The shipped models: the ranker on every photo and scene, the keep model on every photo's
-    segments with cross-fitted ranker scores (as in each fold), its thresholds chosen on the
-    CV's held-out probabilities of every photo (``held_out``: name → {"map", "nomap"}).
-    ``extra`` records (``--train-also``) are trained on too."""
-    from datetime import date
-
-    records = [*on, *off]
-    trained = [*records, *extra]
-    ranker = fit_ranker([*trained, *synth], name="ranker")
-    scores = crossfit_scores(trained, synth, N_INNER, seed)
-    x, y, w, _ = keep_rows(trained, scores)
-    model = fit_keep(x, y, w, kind)
-    probabilities = [held_out[r.name]["map" if r.map_on else "nomap"] for r in records]
-    thresholds, report = choose_thresholds(records, probabilities)
-    report["probabilities"] = "held-out probabilities of tools.cv_select's outer folds"
-    model = with_thresholds(model, thresholds, report)
-    training = {
-        "tool": "tools.cv_select --fit-out",
-        "photos": len(on),
-        "sets": sorted({r.set_name for r in on}),
-        "synthetic_scenes": len(synth) // 2,
-        "segments": int(len(y)),
-        "map_versions": 2 if extra else 1,
-        "kind": kind,
-        "detector": "yolov8n-seg int8 ONNX at 320 px; map: ISNet (isnet_medium.onnx, 1024 px)",
-        "args": {k: v for k, v in args.items() if isinstance(v, (str, int, float)) or v is None},
-        "date": date.today().isoformat(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    doc = ranker.to_dict()
-    doc["training"] = {
-        "tool": training["tool"],
-        "data": "the synthetic scenes' GT instances and ranks, with the real ISNet map",
-        "synthetic_scenes": training["synthetic_scenes"],
-        "method": "pairwise logistic regression (within-scene pairs) + 1-D calibration",
-        "date": training["date"],
-    }
-    (out / "ranker.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    model.doc["name"] = "keep"
-    model.doc["training"] = training
-    model.to_json(out / "keep.json")
 
 
 def _models() -> Path:

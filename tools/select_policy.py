@@ -106,7 +106,30 @@ def choose_thresholds(
             chosen["instance_drop_below"] = thresholds.instance_drop_below
         report[tag] = {"photos": len(pairs), "mean_delta": round(mean, 4),
                        "lowest_set_delta": round(lowest, 4)}  # fmt: skip
+        report["value"] = report.get("value", 0.0) + best[1][0]  # map's + no map's criterion
     return KeepThresholds(**chosen), report
+
+
+def choose_variant(
+    records: Sequence[Prepared], probabilities: dict[str, Sequence[np.ndarray]]
+) -> tuple[str, KeepThresholds, dict]:
+    """The booster variant (``tools.select_train.KEEP_VARIANTS``) whose held-out
+    ``probabilities`` (variant → one ``(S,)`` array per record), each with its own thresholds
+    (``choose_thresholds``), score best by the criterion summed over map on and off. Ties keep
+    the earlier variant. Returns the variant, its thresholds and a report naming every
+    variant's criterion."""
+    if not probabilities:
+        raise ValueError("no variant to choose from")
+    best = None
+    values: dict[str, float] = {}
+    for name, probs in probabilities.items():
+        thresholds, report = choose_thresholds(records, probs)
+        values[name] = round(report["value"], 6)
+        if best is None or report["value"] > best[2]["value"] + 1e-12:
+            best = (name, thresholds, report)
+    name, thresholds, report = best
+    report = {**report, "variant": name, "variant_criteria": values}
+    return name, thresholds, report
 
 
 def with_thresholds(model: KeepModel, thresholds: KeepThresholds, report: dict) -> KeepModel:

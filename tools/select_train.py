@@ -37,6 +37,7 @@ TREE_PARAMS = {
     "random_state": 0,
 }
 LINEAR_C = 1.0
+N_INNER = 4  # inner grouped folds: the cross-fitted ranker scores and the nested choices
 HGB_PARAMS = {
     "max_iter": 200,
     "learning_rate": 0.05,
@@ -45,6 +46,15 @@ HGB_PARAMS = {
     "l2_regularization": 1.0,
     "early_stopping": False,
     "random_state": 0,
+}
+# The booster settings the nested CV chooses between (tools.select_policy.choose_variant): the
+# shipped recipe and the same at half the learning rate (less fitted). Measured on held-out
+# photos (KEEP_CARD.md) neither was better overall; the half rate had the better lowest set on
+# both fold deals, so the choice is left to the inner CV of each fold instead of being read
+# off the held-out numbers.
+KEEP_VARIANTS: dict[str, dict[str, float]] = {
+    "lr0.05": {},
+    "lr0.025": {"learning_rate": 0.025},
 }
 # Monotone constraints (+1: more of it never lowers the keep probability, -1: never raises):
 # what every photo agrees on, so a few hundred photos cannot learn the opposite by chance.
@@ -215,8 +225,15 @@ def export_hist_trees(clf) -> dict:
     }
 
 
-def fit_keep(x: np.ndarray, y: np.ndarray, w: np.ndarray, kind: str = "trees") -> KeepModel:
-    """The keep decision fitted on segment rows (weights as ``segment_labels``)."""
+def fit_keep(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, kind: str = "trees", variant: str | None = None
+) -> KeepModel:
+    """The keep decision fitted on segment rows (weights as ``segment_labels``). ``variant``:
+    a ``KEEP_VARIANTS`` name overriding ``HGB_PARAMS`` (``kind="hgb"`` only)."""
+    if variant is not None and variant not in KEEP_VARIANTS:
+        raise ValueError(f"unknown keep variant {variant!r}; known: {sorted(KEEP_VARIANTS)}")
+    if variant is not None and kind != "hgb":
+        raise ValueError(f"keep variants apply to kind 'hgb', not {kind!r}")
     if len(np.unique(y)) < 2:
         raise ValueError("the keep decision needs segments of both labels")
     w = w * (len(w) / max(float(w.sum()), 1e-12))  # mean weight 1: regularisation unchanged
@@ -227,7 +244,7 @@ def fit_keep(x: np.ndarray, y: np.ndarray, w: np.ndarray, kind: str = "trees") -
     if kind == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        params = {k: v for k, v in HGB_PARAMS.items()}
+        params = {**HGB_PARAMS, **KEEP_VARIANTS.get(variant or "", {})}
         params["monotonic_cst"] = [MONOTONIC.get(name, 0) for name in FEATURE_NAMES]
         clf = HistGradientBoostingClassifier(**params)
         clf.fit(x, y, sample_weight=w)
