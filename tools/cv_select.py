@@ -306,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = sorted(set(variants) - set(KEEP_VARIANTS))
+    if unknown or (variants and args.kind != "hgb"):
+        parser.error(f"--variants: unknown {unknown}" if unknown else "--variants needs --kind hgb")
     try:
         # the tool fits its own keep models: the shipped one need not exist yet
         overrides = ["select.method=rules", *args.overrides]
@@ -336,7 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         regions: dict | None = {} if args.thumbs else None
         held_out: dict = {}
-        variants = tuple(v for v in args.variants.split(",") if v)
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
                       probabilities=held_out, extra=extra, scored=scored,
                       variants=variants)  # fmt: skip
