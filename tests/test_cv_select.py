@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
+from tools.cv_report import SIMPLE_RULES, interval_text, intervals
 from tools.cv_select import stratified_folds
 from tools.select_data import Prepared, segment_labels
 from tools.select_train import crossfit_scores, group_folds, usable_synth
@@ -107,3 +108,27 @@ def test_segment_labels_weigh_what_a_wrong_decision_costs_the_iou():
     assert w[0] == pytest.approx(base - 0.0)  # dropping it loses everything
     assert w[1] == pytest.approx(base - 80 / (90 + 5 + 40))
     assert w[2] == pytest.approx(abs(base - 90 / (90 + 5 + 30)))
+
+
+def _cv_row(ours_map: float, map_alone: float, ours_nomap: float, rule: float) -> dict:
+    row = {"ours_map_iou": ours_map, "map_alone": map_alone, "ours_nomap_iou": ours_nomap}
+    return row | {f"rule_{name}": rule for name in SIMPLE_RULES}
+
+
+def test_intervals_resample_whole_groups():
+    # a constant gain: every resample has the same mean, the interval has no width
+    rows = {f"p{k}": _cv_row(0.9, 0.8, 0.7, 0.6) for k in range(12)}
+    found = intervals(rows, {n: n for n in rows}, draws=200)
+    for key in ("delta_map", "delta_rule"):
+        assert found[key] == pytest.approx([0.1, 0.1, 0.1])
+    # 10 photos gain 0.1 and 10 lose 0.1: as 20 groups of one the interval is narrower than
+    # when each sign is one sequence of 10 frames (then a resample draws 0, 1 or 2 of them)
+    rows = {f"p{k}": _cv_row(0.5 + (0.1 if k < 10 else -0.1), 0.5, 0.5, 0.5) for k in range(20)}
+    single = intervals(rows, {n: n for n in rows}, draws=500)["delta_map"]
+    paired = intervals(rows, {n: "up" if int(n[1:]) < 10 else "down" for n in rows},
+                       draws=500)["delta_map"]  # fmt: skip
+    assert single[0] == pytest.approx(0.0) and paired[0] == pytest.approx(0.0)
+    assert single[1] < 0 < single[2]
+    assert paired[2] - paired[1] > single[2] - single[1]
+    assert paired[1] == pytest.approx(-0.1) and paired[2] == pytest.approx(0.1)
+    assert "95 % interval over groups" in interval_text(found)

@@ -41,7 +41,14 @@ from pipeline.eval.rules import RULES, keep_salient, oracle_union_iou
 from pipeline.stages.fusion_features import FEATURE_NAMES
 from pipeline.stages.fusion_model import KeepModel, decide
 from pipeline.stages.rank import LinearRanker
-from tools.cv_report import SETS, SIMPLE_RULES, table, write_sheet_report
+from tools.cv_report import (
+    SETS,
+    SIMPLE_RULES,
+    interval_text,
+    intervals,
+    table,
+    write_sheet_report,
+)
 from tools.select_cache import cache_file, load_entry
 from tools.select_data import Prepared, prepare
 from tools.select_fit import fit_final
@@ -354,7 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     set_of = {r.name: r.set_name for r in on}
     text, numbers = table(rows, set_of)
-    doc = {"args": vars(args), "per_set": numbers, "items": rows, "sets": set_of}
+    group_of = {r.name: r.group for r in on}
+    found = intervals(rows, group_of)
+    text += "\n\n" + interval_text(found)
+    doc = {"args": vars(args), "per_set": numbers, "intervals": found, "items": rows,
+           "sets": set_of, "groups": group_of}  # fmt: skip
     (out / "cv.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     (out / "cv.md").write_text(text + "\n", encoding="utf-8")
     if regions is not None:
