@@ -230,7 +230,10 @@ def run_cv(
             [keep_recs[j] for j in photos], {v: [p[j] for j in photos] for v, p in oof.items()}
         )
         model = with_thresholds(fit_keep(x, y, w, kind, chosen), thresholds, report)
-        others = {v: fit_keep(x, y, w, kind, v) for v in (variants or []) if v != chosen}
+        # the variants not chosen, held out too, only for fit_final's choice
+        others = {} if probabilities is None else {
+            v: fit_keep(x, y, w, kind, v) for v in variants if v != chosen
+        }  # fmt: skip
         for i in test:
             row = {"fold": float(k)} | ({"variant": chosen} if chosen else {})
             kept, probs = {}, {}
@@ -242,9 +245,9 @@ def run_cv(
                 regions[on[i].name] = kept
             if probabilities is not None:
                 probabilities[on[i].name] = {**probs, "variant": chosen}
-                for v, other in others.items():  # what fit_final chooses the variant from
+                for v, other in others.items():
                     probabilities[on[i].name][v] = {
-                        tag: ours(rec, ranker, other)[2]
+                        tag: other.probability(rec.features(scores_of(ranker, rec)), FEATURE_NAMES)
                         for tag, rec in (("map", score_on[i]), ("nomap", score_off[i]))
                     }
         if out_dir is not None:
