@@ -5,6 +5,7 @@ known answers."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from pipeline.stages.fusion_features import FEATURE_NAMES
 from pipeline.stages.fusion_model import KEEP_AT, KeepModel, KeepThresholds, decide
 from pipeline.stages.segments import kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
+from tools import select_train
 from tools.select_data import Prepared
 from tools.select_policy import choose_thresholds, choose_variant, out_of_fold_probabilities
 from tools.select_train import fit_keep
@@ -174,7 +176,7 @@ def test_out_of_fold_probabilities_never_come_from_a_model_that_saw_the_record()
 
     records = [None] * 6
     out = out_of_fold_probabilities(records, x, np.zeros(12), np.ones(12), row_record, folds,
-                                    lambda xs, y, w: Seen(xs))  # fmt: skip
+                                    lambda xs, y, w, photo: Seen(xs))  # fmt: skip
     for i, fold in enumerate(folds):
         assert out[i].tolist() == [3.0 - fold] * 2  # 0 + 1 + 2 minus its own fold
 
@@ -218,5 +220,82 @@ def test_keep_variants_fit_the_named_booster_and_refuse_unknown_names():
     assert np.mean((p_half > 0.5) == y) > 0.8
     with pytest.raises(ValueError, match="unknown keep variant 'lr9'"):
         fit_keep(x, y, w, "hgb", "lr9")
-    with pytest.raises(ValueError, match="apply to kind 'hgb'"):
+    with pytest.raises(ValueError, match="apply to kinds 'hgb' and 'agree'"):
         fit_keep(x, y, w, "linear", "lr0.025")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fit_keep(x, y, w, "forest")
+
+
+def test_agree_changes_the_reference_only_where_every_bag_agrees(monkeypatch):
+    # 60 photos of 8 segments; the label follows column 0, except that photo 0's additions
+    # (kind_detector with a map) are labelled against it: the bags that draw photo 0 learn
+    # it, the others do not, so the cautious reading must not add them
+    rng = np.random.default_rng(1)
+    col = {n: j for j, n in enumerate(FEATURE_NAMES)}
+    n_photos, per = 60, 8
+    photo = np.repeat(np.arange(n_photos), per)
+    x = rng.normal(size=(n_photos * per, len(FEATURE_NAMES)))
+    x[:, col["has_saliency"]] = 1.0
+    adds = rng.random(len(x)) < 0.5
+    x[:, col["kind_detector"]] = adds
+    y = x[:, 0] > 0
+    w = np.ones(len(x))
+    monkeypatch.setitem(select_train.HGB_PARAMS, "max_iter", 40)  # the plumbing, in seconds
+    model = fit_keep(x, y, w, "agree", photo=photo)
+    assert model.kind == "agree" and len(model.bags) == 8
+    assert model.doc["reference_drops"] == ["kind_detector", "has_saliency"]
+    again = KeepModel(json.loads(json.dumps(model.doc)))  # plain JSON, same numbers
+    p = model.probability(x, FEATURE_NAMES)
+    assert np.array_equal(again.probability(x, FEATURE_NAMES), p)
+    # each bag on its own, as a plain booster document
+    bags = np.array([
+        KeepModel({**model.doc, "kind": "trees", "init": b["init"], "learning_rate": 1.0,
+                   "trees": b["trees"]}).probability(x, FEATURE_NAMES)
+        for b in model.doc["bags"]
+    ])  # fmt: skip
+    assert np.allclose(p[adds], bags[:, adds].min(axis=0))  # added only if every bag is sure
+    assert np.allclose(p[~adds], bags[:, ~adds].max(axis=0))  # dropped only if every bag is
+    assert np.any(bags.max(axis=0) - bags.min(axis=0) > 0.05)  # the bags do differ
+    assert np.mean((p > 0.5) == y) > 0.8  # and still learn the signal
+    # the same rows without a map: nothing is an addition, every row reads the highest bag
+    x_off = x.copy()
+    x_off[:, col["has_saliency"]] = 0.0
+    bags_off = np.array([
+        KeepModel({**model.doc, "kind": "trees", "init": b["init"], "learning_rate": 1.0,
+                   "trees": b["trees"]}).probability(x_off, FEATURE_NAMES)
+        for b in model.doc["bags"]
+    ])  # fmt: skip
+    assert np.allclose(model.probability(x_off, FEATURE_NAMES), bags_off.max(axis=0))
+    with pytest.raises(ValueError, match="needs the photo of every row"):
+        fit_keep(x, y, w, "agree")
+
+
+def test_agree_documents_are_checked_on_load():
+    base = {"format": "layercut-keep-model", "version": 1, "kind": "agree",
+            "features": ["a", "kind_detector"],
+            "bags": [{"init": 0.0, "trees": [{"feature": [-1], "threshold": [0.0],
+                                              "left": [-1], "right": [-1], "value": [1.0]}]}],
+            "reference_drops": ["kind_detector"]}  # fmt: skip
+    model = KeepModel(base)
+    x = np.array([[0.0, 1.0], [0.0, 0.0]])
+    assert model.probability(x, ["a", "kind_detector"]) == pytest.approx([0.7310586] * 2)
+    with pytest.raises(ValueError, match="bags must be a non-empty list"):
+        KeepModel({**base, "bags": []})
+    with pytest.raises(ValueError, match="features the model lacks"):
+        KeepModel({**base, "reference_drops": ["has_saliency"]})
+    with pytest.raises(ValueError, match="reference_drops must be"):
+        KeepModel({**base, "reference_drops": []})
+    with pytest.raises(ValueError, match="init must be finite"):
+        KeepModel({**base, "bags": [{"init": float("nan"), "trees": base["bags"][0]["trees"]}]})
+
+
+def test_the_stacked_forest_walks_every_tree_as_the_tree_itself_does():
+    # the shipped model's trees (every bag): each tree's leaf value for random rows, one tree
+    # at a time against all of them at once
+    from pipeline.config import MODELS_DIR
+
+    model = KeepModel.from_json(MODELS_DIR / "keep.json")
+    trees = [t for _, bag in model.bags for t in bag] if model.kind == "agree" else model.trees
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.3, 0.6, size=(64, len(model.features)))
+    assert np.array_equal(model.forest.leaf_values(x), np.array([t.predict(x) for t in trees]))

@@ -58,6 +58,7 @@ from tools.select_policy import (
     with_thresholds,
 )
 from tools.select_train import (
+    KEEP_KINDS,
     KEEP_VARIANTS,
     N_INNER,
     crossfit_scores,
@@ -224,15 +225,16 @@ def run_cv(
         photos = [j for j, r in enumerate(keep_recs) if not r.sources]
         oof = {v: out_of_fold_probabilities(keep_recs, x, y, w, row_record,
                                             [inner[r.group] for r in keep_recs],
-                                            lambda *a, v=v: fit_keep(*a, kind, v))
+                                            lambda x, y, w, photo, v=v:
+                                            fit_keep(x, y, w, kind, v, photo))
                for v in (variants or [None])}  # fmt: skip
         chosen, thresholds, report = choose_variant(
             [keep_recs[j] for j in photos], {v: [p[j] for j in photos] for v, p in oof.items()}
         )
-        model = with_thresholds(fit_keep(x, y, w, kind, chosen), thresholds, report)
+        model = with_thresholds(fit_keep(x, y, w, kind, chosen, row_record), thresholds, report)
         # the variants not chosen, held out too, only for fit_final's choice
         others = {} if probabilities is None else {
-            v: fit_keep(x, y, w, kind, v) for v in variants if v != chosen
+            v: fit_keep(x, y, w, kind, v, row_record) for v in variants if v != chosen
         }  # fmt: skip
         for i in test:
             row = {"fold": float(k)} | ({"variant": chosen} if chosen else {})
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", choices=("hgb", "trees", "linear"), default="hgb")
+    parser.add_argument("--kind", choices=KEEP_KINDS, default="agree")
     parser.add_argument(
         "--variants",
         default="",
@@ -318,8 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
     unknown = sorted(set(variants) - set(KEEP_VARIANTS))
-    if unknown or (variants and args.kind != "hgb"):
-        parser.error(f"--variants: unknown {unknown}" if unknown else "--variants needs --kind hgb")
+    if unknown or (variants and args.kind not in ("hgb", "agree")):
+        parser.error(f"--variants: unknown {unknown}" if unknown else "--variants needs --kind "
+                     "agree or hgb")  # fmt: skip
     try:
         # the tool fits its own keep models: the shipped one need not exist yet
         overrides = ["select.method=rules", *args.overrides]

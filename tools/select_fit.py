@@ -35,7 +35,7 @@ def fit_final(
     trained = [*records, *extra]
     ranker = fit_ranker([*trained, *synth], name="ranker")
     scores = crossfit_scores(trained, synth, N_INNER, seed)
-    x, y, w, _ = keep_rows(trained, scores)
+    x, y, w, row_record = keep_rows(trained, scores)
     # each variant's held-out probabilities: its own outer model's, or the chosen one's in
     # the folds that chose it
     by_variant = {
@@ -45,7 +45,7 @@ def fit_final(
     }  # fmt: skip
     chosen, thresholds, report = choose_variant(records, by_variant)
     report["probabilities"] = "held-out probabilities of tools.cv_select's outer folds"
-    model = with_thresholds(fit_keep(x, y, w, kind, chosen), thresholds, report)
+    model = with_thresholds(fit_keep(x, y, w, kind, chosen, row_record), thresholds, report)
     training = {
         "tool": "tools.cv_select --fit-out",
         "photos": len(on),

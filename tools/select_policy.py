@@ -148,16 +148,18 @@ def out_of_fold_probabilities(
     record_fold: Sequence[int],
     fit,
 ) -> list[np.ndarray]:
-    """Each record's segment probabilities from a keep model fitted (``fit(x, y, w)``) on the
-    rows of the other folds. ``row_record``: the record index of each row (``keep_rows``);
-    ``record_fold``: the fold of each record (its group's)."""
+    """Each record's segment probabilities from a keep model fitted (``fit(x, y, w, photo)``,
+    ``photo`` the record index of each row) on the rows of the other folds. ``row_record``: the
+    record index of each row (``keep_rows``); ``record_fold``: the fold of each record (its
+    group's)."""
     record_fold = np.asarray(record_fold)
     row_fold = record_fold[row_record]
     out = [np.zeros(0) for _ in records]
     from pipeline.stages.fusion_features import FEATURE_NAMES
 
     for fold in np.unique(record_fold):
-        model = fit(x[row_fold != fold], y[row_fold != fold], w[row_fold != fold])
+        train = row_fold != fold
+        model = fit(x[train], y[train], w[train], row_record[train])
         for i in np.flatnonzero(record_fold == fold):
             rows = row_record == i
             if rows.any():

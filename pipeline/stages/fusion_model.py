@@ -2,13 +2,16 @@
 
 The JSON document (it loads without executing code, unlike a pickle)::
 
-    {"format": "layercut-keep-model", "version": 1, "kind": "trees" | "linear",
+    {"format": "layercut-keep-model", "version": 1, "kind": "trees" | "linear" | "agree",
      "features": [names…],
      # kind "trees": gradient-boosted regression trees on the log-odds
      "init": float, "learning_rate": float, "float32_inputs": bool (optional, default false:
      compare features rounded to float32, as trees grown on float32 data expect),
      "trees": [{"feature": [int…], "threshold": [float…], "left": [int…], "right": [int…],
                 "value": [float…]}, …],
+     # kind "agree": boosted-tree models fitted on bootstrap draws of the training photos
+     # ("bags", leaf values holding the learning rate), read as one cautious model (below)
+     "bags": [{"init": float, "trees": [...]}, …], "reference_drops": [names…],
      # kind "linear": a logistic regression on standardised features
      "mean": [...], "scale": [...], "coef": [...], "intercept": float,
      # optional: the keep thresholds by segment kind (``KeepThresholds``), each in [0, 1];
@@ -21,6 +24,15 @@ A tree node with ``feature = -1`` is a leaf; an inner node sends ``x[feature] <=
 Σ leaf values)``; linear: ``p = σ(intercept + coef · (x − mean) / scale)``. Extra keys (a
 ``training`` block with data, folds and date; how the policy was chosen) are ignored by the
 loader.
+
+Kind "agree" changes the reference decision (the map alone; every instance without a map) only
+where every bag agrees: a row the reference leaves out (every feature named in
+``reference_drops`` > 0.5: with the shipped features ``kind_detector`` and ``has_saliency``, an
+instance's pixels the map misses) gets the *lowest* of its bags' probabilities, so it is added
+only when every bag is sure; any other row the *highest*, so it is dropped only when every bag
+is. Why: held out, one booster's probability for a rare, large addition swung from 0.19 to 0.98
+with the other photos in its training folds (``pipeline/models/KEEP_CARD.md``); what holds
+across bootstrap draws of the photos is what the data teach, not what one photo happened to.
 
 The thresholds make the decision asymmetric (``KeepThresholds``): with a map, a salient segment
 (what the map alone would keep) is dropped only when its probability is below
@@ -129,6 +141,42 @@ class Tree:
         return self.value[node]
 
 
+class Forest:
+    """Trees evaluated together: their node arrays padded to one length and stacked, so one
+    pass per tree level walks every tree for every row (an 8-bag model is 1600 trees; one
+    Python loop per tree cost 15 ms a photo, this well under one)."""
+
+    def __init__(self, trees: Sequence[Tree]) -> None:
+        size = max((len(t.feature) for t in trees), default=1)
+
+        def stack(name: str, fill) -> np.ndarray:
+            arrays = [getattr(t, name) for t in trees]
+            padded = [np.pad(a, (0, size - len(a)), constant_values=fill) for a in arrays]
+            return np.stack(padded) if padded else np.zeros((0, size), type(fill))
+
+        self.feature = stack("feature", -1)
+        self.threshold = stack("threshold", 0.0)
+        self.left = stack("left", 0)
+        self.right = stack("right", 0)
+        self.value = stack("value", 0.0)
+
+    def leaf_values(self, x: np.ndarray) -> np.ndarray:
+        """``(T, N)`` each tree's leaf value for each of ``(N, F)`` rows (``Tree.predict``)."""
+        n_trees, size = self.feature.shape
+        tree = np.arange(n_trees)[:, None]
+        row = np.arange(len(x))[None, :]
+        node = np.zeros((n_trees, len(x)), np.int64)
+        for _ in range(size):  # bounded by the node count; ends at the leaves
+            feature = self.feature[tree, node]
+            inner = feature >= 0
+            if not inner.any():
+                break
+            go_left = x[row, np.maximum(feature, 0)] <= self.threshold[tree, node]
+            step = np.where(go_left, self.left[tree, node], self.right[tree, node])
+            node = np.where(inner, step, node)
+        return self.value[tree, node]
+
+
 class KeepModel:
     """Probability that a segment belongs to the kept region (see the module docstring)."""
 
@@ -148,7 +196,22 @@ class KeepModel:
                 self.init = float(doc["init"])
                 self.learning_rate = float(doc["learning_rate"])
                 self.trees = [_tree(t, n) for t in doc["trees"]]
+                self.forest = Forest(self.trees)
                 self.float32_inputs = bool(doc.get("float32_inputs", False))
+            elif self.kind == "agree":
+                self.bags = [_bag(b, n) for b in doc["bags"]]
+                if not self.bags or any(not trees for _, trees in self.bags):
+                    raise ValueError("bags must be a non-empty list of non-empty tree lists")
+                self.forest = Forest([t for _, trees in self.bags for t in trees])
+                # where each bag's trees start in the forest
+                self.bag_starts = np.cumsum([0] + [len(trees) for _, trees in self.bags[:-1]])
+                drops = doc["reference_drops"]
+                if not isinstance(drops, list) or not drops:
+                    raise ValueError("reference_drops must be a non-empty list of feature names")
+                unknown = [f for f in drops if f not in self.features]
+                if unknown:
+                    raise ValueError(f"reference_drops names features the model lacks: {unknown}")
+                self.reference_drops = np.array([self.features.index(f) for f in drops])
             elif self.kind == "linear":
                 self.mean = _vector(doc["mean"], n, "mean")
                 self.scale = _vector(doc["scale"], n, "scale")
@@ -157,7 +220,7 @@ class KeepModel:
                 self.coef = _vector(doc["coef"], n, "coef")
                 self.intercept = float(doc["intercept"])
             else:
-                raise ValueError(f"kind must be 'trees' or 'linear', got {self.kind!r}")
+                raise ValueError(f"kind must be 'trees', 'agree' or 'linear', got {self.kind!r}")
             self.thresholds = KeepThresholds.from_doc(doc.get("policy"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None
@@ -180,7 +243,13 @@ class KeepModel:
         if self.kind == "trees":
             if self.float32_inputs:  # the trees were grown on float32 features
                 x = x.astype(np.float32).astype(np.float64)
-            z = self.init + self.learning_rate * sum(t.predict(x) for t in self.trees)
+            z = self.init + self.learning_rate * self.forest.leaf_values(x).sum(axis=0)
+        elif self.kind == "agree":
+            sums = np.add.reduceat(self.forest.leaf_values(x), self.bag_starts, axis=0)
+            bags = _sigmoid(np.array([init for init, _ in self.bags])[:, None] + sums)
+            # x holds this model's features in its own order: reference_drops indexes them
+            left_out = np.all(x[:, self.reference_drops] > 0.5, axis=1)
+            return np.where(left_out, bags.min(axis=0), bags.max(axis=0))
         else:
             z = self.intercept + ((x - self.mean) / self.scale) @ self.coef
         return _sigmoid(np.asarray(z, np.float64))
@@ -209,6 +278,14 @@ def _vector(values: Any, n: int, name: str) -> np.ndarray:
     if out.shape != (n,) or not np.all(np.isfinite(out)):
         raise ValueError(f"{name} must hold {n} finite numbers")
     return out
+
+
+def _bag(doc: Mapping[str, Any], n_features: int) -> tuple[float, list[Tree]]:
+    """``(init, trees)`` of one bag of an "agree" model."""
+    init = float(doc["init"])
+    if not np.isfinite(init):
+        raise ValueError("a bag's init must be finite")
+    return init, [_tree(t, n_features) for t in doc["trees"]]
 
 
 def _tree(doc: Mapping[str, Any], n_features: int) -> Tree:
