@@ -57,9 +57,9 @@ HGB_PARAMS = {
 # of a photo's rows drawn together; photos held out of a draw keep their rows at weight 0, so
 # every bag bins the features alike), read by KeepModel as "change the reference decision only
 # where every bag agrees" (pipeline.stages.fusion_model). Held out over ten deals of the folds
-# it kept the overall gain and raised the lowest set's (KEEP_CARD.md, "Five deals"). The rows
-# the reference leaves out are those where every feature of REFERENCE_DROPS is set: with a
-# map, an instance's pixels the map misses.
+# it kept the overall gain and raised the lowest set's (KEEP_CARD.md, "The cautious
+# reading"). The rows the reference leaves out are those where every feature of
+# REFERENCE_DROPS is set: with a map, an instance's pixels the map misses.
 N_BAGS = 8
 BAG_SEED = 12345
 REFERENCE_DROPS = ("kind_detector", "has_saliency")

@@ -143,8 +143,9 @@ class Tree:
 
 class Forest:
     """Trees evaluated together: their node arrays padded to one length and stacked, so one
-    pass per tree level walks every tree for every row (an 8-bag model is 1600 trees; one
-    Python loop per tree cost 15 ms a photo, this well under one)."""
+    pass per tree level walks every tree for every row. An 8-bag model is 1600 trees: for 12
+    segments 1.1 ms this way, where ``Tree.predict`` tree by tree took 3.0 ms per 200 trees
+    (medians of 30 on the 2-core development machine)."""
 
     def __init__(self, trees: Sequence[Tree]) -> None:
         size = max((len(t.feature) for t in trees), default=1)
