@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.cv_report import SETS, SIMPLE_RULES
+from tools.cv_report import best_rule, set_order
 
 # the targets (#12): gain overall, and the lowest set's gain, per mode
 TARGETS = {"map": (0.03, -0.01), "nomap": (0.03, 0.0)}
@@ -38,12 +38,9 @@ def deal_deltas(doc: dict) -> dict[str, dict[str, float]]:
     if not items:
         raise ValueError("a cv.json without items")
     names = list(items)
-    rules = {r: np.mean([items[n][f"rule_{r}"] for n in names]) for r in SIMPLE_RULES}
-    best = f"rule_{max(rules, key=rules.get)}"
-    present = [s for s in SETS if s in set_of.values()]
-    present += sorted(set(set_of.values()) - set(SETS))
+    best = f"rule_{best_rule(items)}"
     out: dict[str, dict[str, float]] = {"map": {}, "nomap": {}}
-    for group in [*present, "overall"]:
+    for group in [*set_order(set_of), "overall"]:
         members = names if group == "overall" else [n for n in names if set_of[n] == group]
         out["map"][group] = float(
             np.mean([items[n]["ours_map_iou"] - items[n]["map_alone"] for n in members])
@@ -107,14 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="cv.json files of tools.cv_select, one per deal")
     parser.add_argument("-o", "--out", default=None, help="folder for deals.md and deals.json")
     args = parser.parse_args(argv)
-    docs, labels = [], []
+    docs, labels, names = [], [], []
     try:
         for path in args.runs:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
             seed = doc.get("args", {}).get("seed")
             labels.append(f"seed {seed}" if seed is not None else Path(path).parent.name)
             docs.append(deal_deltas(doc))
-        names = [set(json.loads(Path(p).read_text(encoding="utf-8"))["items"]) for p in args.runs]
+            names.append(set(doc["items"]))
         if any(n != names[0] for n in names):
             raise ValueError("the runs do not hold the same photos")
         summary = summarise(docs)

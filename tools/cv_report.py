@@ -16,13 +16,23 @@ SETS = ("davis2016_train", "davis2016_val", "davis2017_testdev", "grabcut", "ecs
 SIMPLE_RULES = ("top_score", "largest", "central", "all")
 
 
+def set_order(set_of: dict[str, str]) -> list[str]:
+    """The sets of ``set_of`` (item → set): ``SETS``' order first, any other set after, sorted."""
+    present = set(set_of.values())
+    return [s for s in SETS if s in present] + sorted(present - set(SETS))
+
+
+def best_rule(rows: dict[str, dict[str, float]]) -> str:
+    """The simple rule (``SIMPLE_RULES``) with the highest mean IoU over ``rows``."""
+    rules = {name: np.mean([rows[n][f"rule_{name}"] for n in rows]) for name in SIMPLE_RULES}
+    return max(rules, key=rules.get)
+
+
 def table(rows: dict[str, dict[str, float]], set_of: dict[str, str]) -> tuple[str, dict]:
     """The per-set markdown table and its numbers (means over items)."""
-    sets = [s for s in SETS if s in set_of.values()] + sorted(set(set_of.values()) - set(SETS))
-    groups = {s: [n for n in rows if set_of[n] == s] for s in sets}
+    groups = {s: [n for n in rows if set_of[n] == s] for s in set_order(set_of)}
     groups["overall"] = list(rows)
-    rules = {name: np.mean([rows[n][f"rule_{name}"] for n in rows]) for name in SIMPLE_RULES}
-    best_rule = max(rules, key=rules.get)
+    best_rule_name = best_rule(rows)
     columns = [
         ("ours (map)", "ours_map_iou"),
         ("map alone", "map_alone"),
@@ -32,11 +42,11 @@ def table(rows: dict[str, dict[str, float]], set_of: dict[str, str]) -> tuple[st
         ("oracle union (map)", "oracle_union_map"),
         ("oracle segments (map)", "oracle_segments_map"),
         ("ours (no map)", "ours_nomap_iou"),
-        (f"best rule ({best_rule})", f"rule_{best_rule}"),
+        (f"best rule ({best_rule_name})", f"rule_{best_rule_name}"),
         ("Δ vs rule", None),
         ("all at 0.5 (no map)", "ours_nomap_sym_iou"),
         ("detector alone (before)", "before_nomap"),
-        *((f"rule {n}", f"rule_{n}") for n in SIMPLE_RULES if n != best_rule),
+        *((f"rule {n}", f"rule_{n}") for n in SIMPLE_RULES if n != best_rule_name),
         ("oracle union (no map)", "oracle_union_nomap"),
         ("oracle segments (no map)", "oracle_segments_nomap"),
     ]
@@ -50,7 +60,7 @@ def table(rows: dict[str, dict[str, float]], set_of: dict[str, str]) -> tuple[st
             continue
         mean = {key: float(np.mean([rows[n][key] for n in members])) for _, key in columns if key}
         mean["delta_map"] = mean["ours_map_iou"] - mean["map_alone"]
-        mean["delta_rule"] = mean["ours_nomap_iou"] - mean[f"rule_{best_rule}"]
+        mean["delta_rule"] = mean["ours_nomap_iou"] - mean[f"rule_{best_rule_name}"]
         empties = [
             int(sum(rows[n][key] for n in members))
             for key in ("ours_map_empty", "ours_nomap_empty", "before_map_empty")

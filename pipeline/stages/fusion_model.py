@@ -204,6 +204,7 @@ class KeepModel:
                 if not self.bags or any(not trees for _, trees in self.bags):
                     raise ValueError("bags must be a non-empty list of non-empty tree lists")
                 self.forest = Forest([t for _, trees in self.bags for t in trees])
+                self.bag_inits = np.array([init for init, _ in self.bags])[:, None]
                 # where each bag's trees start in the forest
                 self.bag_starts = np.cumsum([0] + [len(trees) for _, trees in self.bags[:-1]])
                 drops = doc["reference_drops"]
@@ -247,7 +248,7 @@ class KeepModel:
             z = self.init + self.learning_rate * self.forest.leaf_values(x).sum(axis=0)
         elif self.kind == "agree":
             sums = np.add.reduceat(self.forest.leaf_values(x), self.bag_starts, axis=0)
-            bags = _sigmoid(np.array([init for init, _ in self.bags])[:, None] + sums)
+            bags = _sigmoid(self.bag_inits + sums)
             # x holds this model's features in its own order: reference_drops indexes them
             left_out = np.all(x[:, self.reference_drops] > 0.5, axis=1)
             return np.where(left_out, bags.min(axis=0), bags.max(axis=0))
