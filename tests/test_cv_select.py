@@ -9,7 +9,7 @@ import pytest
 from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.cv_report import SIMPLE_RULES, interval_text, intervals
-from tools.cv_select import stratified_folds
+from tools.cv_select import run_cv, stratified_folds, subsample_groups
 from tools.select_data import Prepared, segment_labels
 from tools.select_train import crossfit_scores, group_folds, usable_synth
 
@@ -59,6 +59,18 @@ def test_stratified_folds_keep_groups_whole_and_spread_sets():
         assert {r.set_name for r in records if r.name in test} == {"davis", "grabcut"}
     assert stratified_folds(records, 3, seed=0) == fold_of  # deterministic
     assert group_folds(["a", "b", "a", "c"], 2, seed=1).keys() == {"a", "b", "c"}
+
+
+def test_subsample_groups_draws_a_seeded_share():
+    groups = {f"g{k}" for k in range(20)}
+    half = subsample_groups(groups, 0.5, (0, 1))
+    assert len(half) == 10 and half <= groups
+    assert subsample_groups(groups, 0.5, (0, 1)) == half  # deterministic
+    assert subsample_groups(groups, 0.5, (0, 2)) != half  # another fold, another draw
+    assert subsample_groups(groups, 1.0, (0, 1)) == groups
+    assert len(subsample_groups(groups, 0.01, (0, 1))) == 1  # never an empty training set
+    with pytest.raises(ValueError, match="train_frac"):
+        run_cv(_photos(), _photos(), [], 3, 0, "agree", train_frac=0.0, log=None)
 
 
 def test_synthetic_scenes_from_held_out_sources_are_left_out():

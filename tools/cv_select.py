@@ -172,6 +172,16 @@ def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict
     return out
 
 
+def subsample_groups(groups: set[str], frac: float, seed: tuple[int, int]) -> set[str]:
+    """A seeded random share ``frac`` of ``groups`` (at least one; all when ``frac`` is 1)."""
+    if frac >= 1.0:
+        return set(groups)
+    ordered = sorted(groups)
+    count = max(1, round(frac * len(ordered)))
+    picked = np.random.default_rng(list(seed)).choice(len(ordered), count, replace=False)
+    return {ordered[i] for i in picked}
+
+
 def run_cv(
     on: Sequence[Prepared],
     off: Sequence[Prepared],
@@ -187,6 +197,7 @@ def run_cv(
     extra: Sequence[Prepared] = (),
     scored: tuple[Sequence[Prepared], Sequence[Prepared]] | None = None,
     variants: Sequence[str] = (),
+    train_frac: float = 1.0,
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
@@ -199,7 +210,11 @@ def run_cv(
     ``scored``: ``(map_on, map_off)`` records of the same photos from another stage cache
     (``--score-cache``) to score the held-out photos from instead of ``on``/``off``: models
     trained on one map, scored on another. ``variants``: ``KEEP_VARIANTS`` names the inner CV
-    chooses between in every fold (default: the shipped recipe, no choice)."""
+    chooses between in every fold (default: the shipped recipe, no choice). ``train_frac``:
+    train each fold on this share of its training groups only (``subsample_groups``; a
+    learning curve), the rest treated as held out (their synthetic scenes unused too)."""
+    if not 0.0 < train_frac <= 1.0:
+        raise ValueError(f"train_frac must be in (0, 1], got {train_frac}")
     score_on, score_off = scored if scored is not None else (on, off)
     fold_of = stratified_folds(on, n_folds, seed)
     results: dict[str, dict[str, float]] = {}
@@ -209,13 +224,15 @@ def run_cv(
         test = [i for i, r in enumerate(on) if r.group in held]
         train = [i for i, r in enumerate(on) if r.group not in held]
         train_groups = {on[i].group for i in train}
+        unused = train_groups - subsample_groups(train_groups, train_frac, (seed, k))
+        train = [i for i in train if on[i].group not in unused]
         if train_groups & held:  # cannot happen by construction; checked all the same
             raise RuntimeError(f"fold {k}: groups on both sides: {sorted(train_groups & held)}")
-        syn = usable_synth(synth, held)
+        syn = usable_synth(synth, held | unused)
         train_recs = [on[i] for i in train] + [off[i] for i in train]
-        train_recs += [r for r in extra if r.group not in held]
+        train_recs += [r for r in extra if r.group not in held | unused]
         ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
-        keep_recs = [*train_recs, *usable_synth(synth_det, held)]
+        keep_recs = [*train_recs, *usable_synth(synth_det, held | unused)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
         x, y, w, row_record = keep_rows(keep_recs, scores)
         # the thresholds (and the booster variant, with ``variants``): on inner out-of-fold
@@ -293,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-frac",
+        type=float,
+        default=1.0,
+        help="train each fold on this share of its training groups (seeded; a learning curve)",
+    )
     parser.add_argument("--kind", choices=KEEP_KINDS, default="agree")
     parser.add_argument(
         "--variants",
@@ -355,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         held_out: dict = {}
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
                       probabilities=held_out, extra=extra, scored=scored,
-                      variants=variants)  # fmt: skip
+                      variants=variants, train_frac=args.train_frac)  # fmt: skip
         score_on, score_off = scored if scored is not None else (on, off)
         for a, b in zip(score_on, score_off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))
