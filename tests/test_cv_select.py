@@ -9,9 +9,15 @@ import pytest
 from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.cv_report import SIMPLE_RULES, interval_text, intervals
-from tools.cv_select import run_cv, stratified_folds, subsample_groups
+from tools.cv_select import run_cv, stratified_folds
 from tools.select_data import Prepared, segment_labels
-from tools.select_train import crossfit_scores, group_folds, usable_synth
+from tools.select_train import (
+    crossfit_scores,
+    group_folds,
+    oracle_top,
+    subsample_groups,
+    usable_synth,
+)
 
 
 def _record(name: str, group: str, set_name: str = "s", sources=frozenset()) -> Prepared:
@@ -71,6 +77,24 @@ def test_subsample_groups_draws_a_seeded_share():
     assert len(subsample_groups(groups, 0.01, (0, 1))) == 1  # never an empty training set
     with pytest.raises(ValueError, match="train_frac"):
         run_cv(_photos(), _photos(), [], 3, 0, "agree", train_frac=0.0, log=None)
+
+
+def test_oracle_top_moves_the_best_score_to_the_instance_with_most_gt_pixels():
+    rec = _record("p", "p")
+    small = np.zeros((8, 8), bool)
+    small[0, 0] = True
+    big = np.zeros((8, 8), bool)
+    big[5:8, 0:8] = True
+    rec.instances = [
+        Instance(k, mask_to_xyxy(m), "person", 0, 0.9, m)
+        for k, m in enumerate((rec.instances[0].mask, small, big))
+    ]
+    rec.inst_in_frac = np.array([1.0, 1.0, 0.5])  # GT pixels: 9, 1, 12
+    scores = np.array([0.2, 0.9, 0.5])
+    assert oracle_top(rec, scores).tolist() == [0.2, 0.5, 0.9]  # top and best swapped
+    assert scores.tolist() == [0.2, 0.9, 0.5]  # the input left alone
+    rec.ranks = np.array([1, 2, 3])  # a synthetic scene: its ranker scores stand
+    assert oracle_top(rec, scores).tolist() == [0.2, 0.9, 0.5]
 
 
 def test_synthetic_scenes_from_held_out_sources_are_left_out():

@@ -66,7 +66,9 @@ from tools.select_train import (
     fit_ranker,
     group_folds,
     keep_rows,
+    oracle_top,
     scores_of,
+    subsample_groups,
     usable_synth,
 )
 
@@ -120,12 +122,15 @@ def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> di
 
 
 def ours(
-    rec: Prepared, ranker: LinearRanker, model: KeepModel
+    rec: Prepared, ranker: LinearRanker, model: KeepModel, top_oracle: bool = False
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """The product's decision on one record: ``iou``, ``empty``, ``fallback``, ``p_at_1``,
     ``sym_iou`` (the same probabilities, every threshold 0.5), the kept region (``H×W bool``)
-    and the segments' probabilities."""
+    and the segments' probabilities. ``top_oracle``: the ranker's top swapped for the GT's
+    (``tools.select_train.oracle_top``; a diagnostic bound, not a result)."""
     scores = scores_of(ranker, rec)
+    if top_oracle:
+        scores = oracle_top(rec, scores)
     probability = model.probability(rec.features(scores), FEATURE_NAMES)
     kinds = [s.kind for s in rec.segments]
     decision = decide(probability, model.thresholds.per_segment(kinds, rec.map_on))
@@ -172,16 +177,6 @@ def baselines(on: Prepared, off: Prepared, config: Config, before: dict) -> dict
     return out
 
 
-def subsample_groups(groups: set[str], frac: float, seed: tuple[int, int]) -> set[str]:
-    """A seeded random share ``frac`` of ``groups`` (at least one; all when ``frac`` is 1)."""
-    if frac >= 1.0:
-        return set(groups)
-    ordered = sorted(groups)
-    count = max(1, round(frac * len(ordered)))
-    picked = np.random.default_rng(list(seed)).choice(len(ordered), count, replace=False)
-    return {ordered[i] for i in picked}
-
-
 def run_cv(
     on: Sequence[Prepared],
     off: Sequence[Prepared],
@@ -198,6 +193,7 @@ def run_cv(
     scored: tuple[Sequence[Prepared], Sequence[Prepared]] | None = None,
     variants: Sequence[str] = (),
     train_frac: float = 1.0,
+    top_oracle: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per item name: its fold and ``ours_map_*`` / ``ours_nomap_*`` numbers (module doc).
 
@@ -212,7 +208,9 @@ def run_cv(
     trained on one map, scored on another. ``variants``: ``KEEP_VARIANTS`` names the inner CV
     chooses between in every fold (default: the shipped recipe, no choice). ``train_frac``:
     train each fold on this share of its training groups only (``subsample_groups``; a
-    learning curve), the rest treated as held out (their synthetic scenes unused too)."""
+    learning curve), the rest treated as held out (their synthetic scenes unused too).
+    ``top_oracle``: every photo's top instance (training and held out) is the one holding most
+    GT pixels (``oracle_top``): what a perfect ranker would allow the keep decision, a bound."""
     if not 0.0 < train_frac <= 1.0:
         raise ValueError(f"train_frac must be in (0, 1], got {train_frac}")
     score_on, score_off = scored if scored is not None else (on, off)
@@ -234,6 +232,8 @@ def run_cv(
         ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
         keep_recs = [*train_recs, *usable_synth(synth_det, held | unused)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
+        if top_oracle:
+            scores = [oracle_top(r, sc) for r, sc in zip(keep_recs, scores, strict=True)]
         x, y, w, row_record = keep_rows(keep_recs, scores)
         # the thresholds (and the booster variant, with ``variants``): on inner out-of-fold
         # probabilities of the training photos, the inner folds being crossfit_scores' (so no
@@ -257,7 +257,7 @@ def run_cv(
             row = {"fold": float(k)} | ({"variant": chosen} if chosen else {})
             kept, probs = {}, {}
             for tag, rec in (("map", score_on[i]), ("nomap", score_off[i])):
-                metrics, kept[tag], probs[tag] = ours(rec, ranker, model)
+                metrics, kept[tag], probs[tag] = ours(rec, ranker, model, top_oracle)
                 row.update({f"ours_{tag}_{m}": v for m, v in metrics.items()})
             results[on[i].name] = row
             if regions is not None:
@@ -317,6 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train each fold on this share of its training groups (seeded; a learning curve)",
     )
     parser.add_argument("--kind", choices=KEEP_KINDS, default="agree")
+    parser.add_argument(
+        "--top-oracle",
+        action="store_true",
+        help="diagnostic: every photo's top instance is the GT's (what a perfect ranker allows)",
+    )
     parser.add_argument(
         "--variants",
         default="",
@@ -378,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         held_out: dict = {}
         rows = run_cv(on, off, synth, args.folds, args.seed, args.kind, out, regions=regions,
                       probabilities=held_out, extra=extra, scored=scored,
-                      variants=variants, train_frac=args.train_frac)  # fmt: skip
+                      variants=variants, train_frac=args.train_frac,
+                      top_oracle=args.top_oracle)  # fmt: skip
         score_on, score_off = scored if scored is not None else (on, off)
         for a, b in zip(score_on, score_off, strict=True):
             rows[a.name].update(baselines(a, b, config, before))

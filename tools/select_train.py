@@ -135,6 +135,29 @@ def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> dict[str, int
     return {unique[i]: k % n_folds for k, i in enumerate(order)}
 
 
+def subsample_groups(groups: set[str], frac: float, seed: tuple[int, int]) -> set[str]:
+    """A seeded random share ``frac`` of ``groups`` (at least one; all when ``frac`` is 1)."""
+    if frac >= 1.0:
+        return set(groups)
+    ordered = sorted(groups)
+    count = max(1, round(frac * len(ordered)))
+    picked = np.random.default_rng(list(seed)).choice(len(ordered), count, replace=False)
+    return {ordered[i] for i in picked}
+
+
+def oracle_top(rec: Prepared, scores: np.ndarray) -> np.ndarray:
+    """``scores`` with the best score moved to the instance holding the most GT pixels (the two
+    swap scores; every other instance keeps its own). A diagnostic: what the keep decision
+    could do with a perfect choice of the top instance. Synthetic scenes (GT ranks) unchanged."""
+    out = np.array(scores, np.float64)
+    if len(out) < 2 or rec.ranks is not None:
+        return out
+    in_px = rec.inst_in_frac * np.array([inst.area_px for inst in rec.instances], np.float64)
+    best, top = int(np.argmax(in_px)), int(np.argmax(out))
+    out[[best, top]] = out[[top, best]]
+    return out
+
+
 def usable_synth(synth: Sequence[Prepared], held_out: set[str]) -> list[Prepared]:
     """Synthetic scenes none of whose pixel sources is a held-out group."""
     return [s for s in synth if not (s.sources & held_out)]
