@@ -21,6 +21,10 @@ Writes ``OUT/cv.json`` (per item: fold and every number) and ``OUT/cv.md`` (the 
 table); prints the table. With ``--thumbs`` also ``OUT/report.json`` and ``OUT/thumbs/`` in the
 evaluation's layout, so ``tools/contact_sheet.py OUT --by iou-iou_rule_salient`` shows the
 largest cross-validated wins and losses against the map alone.
+
+Diagnostics, not results: ``--train-frac F`` trains each fold on a seeded share of its
+training groups (a learning curve); ``--top-oracle`` makes every photo's top instance the one
+holding the most GT pixels (what a perfect ranker would allow the keep decision).
 """
 
 from __future__ import annotations
