@@ -9,12 +9,13 @@ import pytest
 from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.cv_report import SIMPLE_RULES, interval_text, intervals
-from tools.cv_select import run_cv, stratified_folds
+from tools.cv_select import run_cv
 from tools.select_data import Prepared, segment_labels
 from tools.select_train import (
     crossfit_scores,
     group_folds,
     oracle_top,
+    stratified_folds,
     subsample_groups,
     usable_synth,
 )

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config, load_config
-from pipeline.eval.dataset import load_dataset
 from pipeline.eval.rules import RULES, keep_salient, oracle_union_iou
 from pipeline.stages.fusion_features import FEATURE_NAMES
 from pipeline.stages.fusion_model import KeepModel, decide
@@ -53,8 +52,7 @@ from tools.cv_report import (
     table,
     write_sheet_report,
 )
-from tools.select_cache import cache_file, load_entry
-from tools.select_data import Prepared, prepare
+from tools.select_data import Prepared, load_records
 from tools.select_fit import fit_final
 from tools.select_policy import (
     choose_variant,
@@ -72,57 +70,10 @@ from tools.select_train import (
     keep_rows,
     oracle_top,
     scores_of,
+    stratified_folds,
     subsample_groups,
     usable_synth,
 )
-
-
-def load_records(
-    manifest: str | Path,
-    cache_dir: str | Path,
-    config: Config,
-    sets: Sequence[str] = (),
-    gt_proposals: bool = False,
-    log=sys.stderr,
-) -> tuple[list[Prepared], list[Prepared]]:
-    """``(map_on, map_off)`` records of every cached item (same order)."""
-    raw = json.loads(Path(manifest).read_text(encoding="utf-8"))
-    sources = {
-        it["name"]: frozenset([it["sources"].get("background", ""), *it["sources"]["cutouts"]])
-        for it in raw["items"]
-        if isinstance(it.get("sources"), dict)
-    }
-    on, off = [], []
-    items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
-    start = time.perf_counter()
-    for item in items:
-        path = cache_file(Path(cache_dir), item)
-        if not path.is_file():
-            continue
-        entry = load_entry(path)
-        for variant, out in ((True, on), (False, off)):
-            rec = prepare(item, entry, config, variant, gt_proposals)
-            if item.name in sources:  # a synthetic scene: its own group, and its sources
-                rec.group = item.name
-                rec.sources = (sources[item.name] - {""}) | {item.name}
-            out.append(rec)
-    if log is not None:
-        print(f"prepared {len(on)} items in {time.perf_counter() - start:.0f} s", file=log)
-    return on, off
-
-
-def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> dict[str, int]:
-    """group → fold: each set's groups shuffled (seeded) and dealt on from where the previous
-    set stopped, so every fold holds a share of every set."""
-    rng = np.random.default_rng(seed)
-    fold_of: dict[str, int] = {}
-    position = 0
-    for set_name in sorted({r.set_name for r in records}):
-        groups = sorted({r.group for r in records if r.set_name == set_name} - set(fold_of))
-        for i in rng.permutation(len(groups)):
-            fold_of[groups[i]] = position % n_folds
-            position += 1
-    return fold_of
 
 
 def ours(

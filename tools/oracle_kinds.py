@@ -30,8 +30,7 @@ import numpy as np
 from pipeline.config import load_config
 from pipeline.stages.segments import KINDS, SALIENT_KINDS
 from tools.cv_report import SETS, set_order
-from tools.cv_select import load_records
-from tools.select_data import Prepared
+from tools.select_data import Prepared, load_records
 
 COLUMNS = ("map_alone", *(f"oracle_{kind}" for kind in KINDS), "oracle_all")
 

@@ -12,6 +12,8 @@ then ``pipeline.stages.segments.split_segments``, and measures every segment and
 against the GT main region (the ignore band not counted). Scores are left at 0: the ranker is
 fitted per fold (``tools.select_train``) and ``Prepared.scored`` puts its scores in.
 
+``load_records`` prepares every cached item of a manifest, map on and off.
+
 Groups (``item_group``): a DAVIS sequence is one group; every other photo is its own. The
 same function names the pixel sources of ``tools.synth`` scenes, so a synthetic scene built
 from a held-out sequence is never trained on either.
@@ -19,13 +21,17 @@ from a held-out sequence is never trained on either.
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.eval.dataset import EvalItem, load_ground_truth
+from pipeline.eval.dataset import EvalItem, load_dataset, load_ground_truth
 from pipeline.eval.metrics_select import iou
 from pipeline.eval.proposals import gt_masks
 from pipeline.features import compute_features
@@ -33,7 +39,7 @@ from pipeline.stages.dedupe import merge_duplicates
 from pipeline.stages.fusion_features import segment_features
 from pipeline.stages.segments import Segment, kept_region, split_segments
 from pipeline.types import Instance, mask_to_xyxy
-from tools.select_cache import CachedItem
+from tools.select_cache import CachedItem, cache_file, load_entry
 from tools.synth_sources import group_of
 
 item_group = group_of
@@ -182,3 +188,37 @@ def segment_labels(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
     flip_union = union + sign * p.seg_out
     flipped = np.where(flip_union > 0, flip_inter / np.maximum(flip_union, 1e-9), 1.0)
     return y, np.abs(base - flipped)
+
+
+def load_records(
+    manifest: str | Path,
+    cache_dir: str | Path,
+    config: Config,
+    sets: Sequence[str] = (),
+    gt_proposals: bool = False,
+    log=sys.stderr,
+) -> tuple[list[Prepared], list[Prepared]]:
+    """``(map_on, map_off)`` records of every cached item (same order)."""
+    raw = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    sources = {
+        it["name"]: frozenset([it["sources"].get("background", ""), *it["sources"]["cutouts"]])
+        for it in raw["items"]
+        if isinstance(it.get("sources"), dict)
+    }
+    on, off = [], []
+    items = [it for it in load_dataset(manifest) if not sets or it.set_name in sets]
+    start = time.perf_counter()
+    for item in items:
+        path = cache_file(Path(cache_dir), item)
+        if not path.is_file():
+            continue
+        entry = load_entry(path)
+        for variant, out in ((True, on), (False, off)):
+            rec = prepare(item, entry, config, variant, gt_proposals)
+            if item.name in sources:  # a synthetic scene: its own group, and its sources
+                rec.group = item.name
+                rec.sources = (sources[item.name] - {""}) | {item.name}
+            out.append(rec)
+    if log is not None:
+        print(f"prepared {len(on)} items in {time.perf_counter() - start:.0f} s", file=log)
+    return on, off

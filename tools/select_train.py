@@ -135,6 +135,20 @@ def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> dict[str, int
     return {unique[i]: k % n_folds for k, i in enumerate(order)}
 
 
+def stratified_folds(records: Sequence[Prepared], n_folds: int, seed: int) -> dict[str, int]:
+    """group → fold: each set's groups shuffled (seeded) and dealt on from where the previous
+    set stopped, so every fold holds a share of every set."""
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    position = 0
+    for set_name in sorted({r.set_name for r in records}):
+        groups = sorted({r.group for r in records if r.set_name == set_name} - set(fold_of))
+        for i in rng.permutation(len(groups)):
+            fold_of[groups[i]] = position % n_folds
+            position += 1
+    return fold_of
+
+
 def subsample_groups(groups: set[str], frac: float, seed: tuple[int, int]) -> set[str]:
     """A seeded random share ``frac`` of ``groups`` (at least one; all when ``frac`` is 1)."""
     if frac >= 1.0:

@@ -25,8 +25,7 @@ import numpy as np
 from pipeline.config import load_config
 from pipeline.eval.metrics_select import precision_at_1, sa_sor
 from pipeline.stages.rank import PRIOR, LinearRanker
-from tools.cv_select import load_records
-from tools.select_data import Prepared
+from tools.select_data import Prepared, load_records
 from tools.select_train import fit_ranker
 
 
