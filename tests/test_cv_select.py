@@ -9,6 +9,7 @@ import pytest
 from pipeline.stages.segments import split_segments
 from pipeline.types import Instance, mask_to_xyxy
 from tools.cv_report import SIMPLE_RULES, interval_text, intervals
+from tools.cv_select import main as cv_main
 from tools.cv_select import run_cv
 from tools.select_data import Prepared, segment_labels
 from tools.select_train import (
@@ -78,6 +79,21 @@ def test_subsample_groups_draws_a_seeded_share():
     assert len(subsample_groups(groups, 0.01, (0, 1))) == 1  # never an empty training set
     with pytest.raises(ValueError, match="train_frac"):
         run_cv(_photos(), _photos(), [], 3, 0, "agree", train_frac=0.0, log=None)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--train-frac", "1.5"],
+        ["--train-frac", "0.5", "--fit-out", "x"],
+        ["--top-oracle", "--fit-out", "x"],
+    ],
+)
+def test_cli_refuses_diagnostics_it_cannot_honour(extra, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cv_main(["m.json", "--cache", "c", "-o", "o", *extra])
+    assert exc.value.code == 2
+    assert "--train-frac" in capsys.readouterr().err
 
 
 def test_oracle_top_moves_the_best_score_to_the_instance_with_most_gt_pixels():

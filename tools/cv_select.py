@@ -301,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default="cpu", help="preset whose map settings are used")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
+    if not 0.0 < args.train_frac <= 1.0:
+        parser.error(f"--train-frac must be in (0, 1], got {args.train_frac}")
+    if args.fit_out and (args.train_frac < 1.0 or args.top_oracle):
+        parser.error("--fit-out fits the shipped recipe: not with --train-frac or --top-oracle")
     variants = tuple(v for v in args.variants.split(",") if v)
     unknown = sorted(set(variants) - set(KEEP_VARIANTS))
     if unknown or (variants and args.kind not in ("hgb", "agree")):
