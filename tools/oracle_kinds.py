@@ -3,8 +3,10 @@
 For every photo of a stage cache (``tools.select_cache``, map on), the product's segments
 (``pipeline.stages.segments.split_segments`` after the map step, as ``tools.select_data``
 prepares them) start from the map alone's choice (every salient kind kept, ``detector``
-segments left out); then one kind at a time is decided as the oracle would (a segment kept
-when more of it lies inside the GT main region than outside, the ignore band not counted),
+segments left out: the map at 0.5 less its specks under ``MIN_FREE_FRAC``, within 0.001 of
+``map_alone`` in ``tools.cv_select`` on the 172 photos); then one kind at a time is decided as
+the oracle would (a segment kept when more of it lies inside the GT main region than outside,
+the ignore band not counted),
 every other kind left at the map's choice; then every kind at once (the oracle over segments
 of ``tools.cv_select``). Mean IoU of the kept region per set and overall, so a reader sees which
 decision holds the headroom: dropping salient objects the GT leaves out (``both``, ``free``),
