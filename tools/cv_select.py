@@ -181,11 +181,12 @@ def run_cv(
         train = [i for i in train if on[i].group not in unused]
         if train_groups & held:  # cannot happen by construction; checked all the same
             raise RuntimeError(f"fold {k}: groups on both sides: {sorted(train_groups & held)}")
-        syn = usable_synth(synth, held | unused)
+        excluded = held | unused  # groups this fold never trains on
+        syn = usable_synth(synth, excluded)
         train_recs = [on[i] for i in train] + [off[i] for i in train]
-        train_recs += [r for r in extra if r.group not in held | unused]
+        train_recs += [r for r in extra if r.group not in excluded]
         ranker = fit_ranker([*train_recs, *syn], name=f"ranker-fold{k}")
-        keep_recs = [*train_recs, *usable_synth(synth_det, held | unused)]
+        keep_recs = [*train_recs, *usable_synth(synth_det, excluded)]
         scores = crossfit_scores(keep_recs, syn, N_INNER, seed + 1 + k)
         if top_oracle:
             scores = [oracle_top(r, sc) for r, sc in zip(keep_recs, scores, strict=True)]
