@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tools.cv_deals import deal_deltas, main, summarise
+from tools.cv_deals import deal_deltas, join_docs, main, summarise
 
 
 def _doc(seed: int, ours_map: dict[str, float], ours_nomap: float = 0.6) -> dict:
@@ -74,3 +74,35 @@ def test_cli_writes_tables_and_refuses_different_photo_sets(tmp_path, capsys):
     (tmp_path / "odd.json").write_text(json.dumps(other))
     assert main([paths[0], str(tmp_path / "odd.json")]) == 2
     assert "not hold the same photos" in capsys.readouterr().err
+
+
+def _split(doc: dict, names: tuple[str, ...]) -> dict:
+    """The part of ``doc`` holding only ``names`` (a run with ``cv_select --sets``)."""
+    keep = {n: doc["items"][n] for n in names}
+    return {"args": doc["args"], "items": keep, "sets": {n: doc["sets"][n] for n in names}}
+
+
+def test_joined_runs_over_disjoint_photos_are_one_deal(tmp_path, capsys):
+    whole = _doc(0, {"a1": 0.9, "a2": 0.8, "b1": 0.7, "b2": 0.8})
+    parts = [_split(whole, ("a1", "a2")), _split(whole, ("b1", "b2"))]
+    assert deal_deltas(join_docs(parts)) == deal_deltas(whole)
+    with pytest.raises(ValueError, match="share photos"):
+        join_docs([parts[0], parts[0]])
+    other_seed = _split(_doc(1, dict.fromkeys(("a1", "a2", "b1", "b2"), 0.9)), ("b1", "b2"))
+    with pytest.raises(ValueError, match="one seed"):
+        join_docs([parts[0], other_seed])
+    paths = []
+    for seed in (0, 1):
+        doc = _doc(seed, dict.fromkeys(("a1", "a2", "b1", "b2"), 0.9 - 0.05 * seed))
+        for k, names in enumerate((("a1", "a2"), ("b1", "b2"))):
+            path = tmp_path / f"p{k}_s{seed}.json"
+            path.write_text(json.dumps(_split(doc, names)))
+            paths.append(str(path))
+    assert main(["--join", "2", *paths]) == 0
+    assert "| **overall** | +0.100 | +0.050 | +0.075 | +0.050 |" in capsys.readouterr().out
+    # seeds paired wrongly: the first two runs are seed 0's halves, the next pair mixes seeds
+    assert main(["--join", "2", paths[0], paths[1], paths[2], paths[0]]) == 2
+    assert "one seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--join", "3", *paths])
+    assert "do not split into groups of 3" in capsys.readouterr().err

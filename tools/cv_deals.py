@@ -8,6 +8,13 @@ played no part in choosing it, beside the spread. Usage::
     for s in 0 1 2 3 4; do python -m tools.cv_select … --seed $s -o OUT/s$s; done
     python -m tools.cv_deals OUT/s*/cv.json -o OUT
 
+Runs over disjoint sets of photos with the same seed (``cv_select --sets``, e.g. one model
+per annotation convention) form one deal with ``--join K``: every K consecutive runs are one
+deal, their photos pooled::
+
+    python -m tools.cv_deals --join 2 OUT/multi_s0/cv.json OUT/single_s0/cv.json \
+        OUT/multi_s1/cv.json OUT/single_s1/cv.json
+
 Per set and overall, for each deal: ours minus the map alone (with the map) and ours minus the
 best simple rule of that deal's table (without the map, the rule ``tools.cv_report.table``
 names), then the mean and the lowest over deals; and how many deals meet each of the issue's
@@ -49,6 +56,26 @@ def deal_deltas(doc: dict) -> dict[str, dict[str, float]]:
             np.mean([items[n]["ours_nomap_iou"] - items[n][best] for n in members])
         )
     return out
+
+
+def join_docs(docs: Sequence[dict]) -> dict:
+    """One ``cv.json`` document of runs over disjoint photos with the same seed: their items
+    and sets pooled, the first run's ``args``. ``ValueError`` when a photo is in two runs or
+    the seeds differ (the runs would not be one deal)."""
+    if not docs:
+        raise ValueError("nothing to join")
+    seeds = {doc.get("args", {}).get("seed") for doc in docs}
+    if len(seeds) != 1:
+        raise ValueError(f"joined runs must share one seed, got {sorted(map(str, seeds))}")
+    items: dict = {}
+    sets: dict = {}
+    for doc in docs:
+        shared = set(items) & set(doc["items"])
+        if shared:
+            raise ValueError(f"joined runs share photos, e.g. {sorted(shared)[0]!r}")
+        items.update(doc["items"])
+        sets.update(doc["sets"])
+    return {"args": docs[0].get("args", {}), "items": items, "sets": sets}
 
 
 def summarise(deltas: Sequence[dict]) -> dict:
@@ -103,11 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", help="cv.json files of tools.cv_select, one per deal")
     parser.add_argument("-o", "--out", default=None, help="folder for deals.md and deals.json")
+    parser.add_argument(
+        "--join",
+        type=int,
+        default=1,
+        metavar="K",
+        help="every K consecutive runs (disjoint photos, one seed) form one deal (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.join < 1 or len(args.runs) % args.join:
+        parser.error(f"--join {args.join}: the {len(args.runs)} runs do not split into "
+                     f"groups of {args.join}")  # fmt: skip
     docs, labels, names = [], [], []
     try:
-        for path in args.runs:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        for start in range(0, len(args.runs), args.join):
+            parts = [json.loads(Path(p).read_text(encoding="utf-8"))
+                     for p in args.runs[start : start + args.join]]  # fmt: skip
+            doc = parts[0] if args.join == 1 else join_docs(parts)
+            path = args.runs[start]
             seed = doc.get("args", {}).get("seed")
             labels.append(f"seed {seed}" if seed is not None else Path(path).parent.name)
             docs.append(deal_deltas(doc))
