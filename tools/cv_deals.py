@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.cv_deals", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("runs", nargs="+", help="cv.json files of tools.cv_select, one per deal")
+    parser.add_argument(
+        "runs", nargs="+", help="cv.json files of tools.cv_select, one per deal (K with --join K)"
+    )
     parser.add_argument("-o", "--out", default=None, help="folder for deals.md and deals.json")
     parser.add_argument(
         "--join",
@@ -146,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for start in range(0, len(args.runs), args.join):
             parts = [json.loads(Path(p).read_text(encoding="utf-8"))
                      for p in args.runs[start : start + args.join]]  # fmt: skip
-            doc = parts[0] if args.join == 1 else join_docs(parts)
+            doc = join_docs(parts)
             path = args.runs[start]
             seed = doc.get("args", {}).get("seed")
             labels.append(f"seed {seed}" if seed is not None else Path(path).parent.name)
